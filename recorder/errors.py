@@ -1,0 +1,63 @@
+"""The one place where errors become HTTP answers: ``{"error": code, "detail": …}``."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from storage import errors as storage_errors
+
+log = logging.getLogger(__name__)
+
+# Most specific first: the first class that matches decides.
+_STATUS: list[tuple[type[Exception], int, str]] = [
+    (storage_errors.ObjectNotFound, 404, "not_found"),
+    (storage_errors.KeyDestroyed, 410, "key_destroyed"),
+    (storage_errors.IntegrityError, 500, "integrity_error"),
+    (storage_errors.InvalidTransition, 409, "invalid_state"),
+    (storage_errors.StoreUnavailable, 503, "storage_unavailable"),
+    (storage_errors.DatabaseUnavailable, 503, "database_unavailable"),
+    (storage_errors.CallrecError, 500, "internal_error"),
+]
+
+
+def error_body(code: str, detail: object) -> dict[str, object]:
+    return {"error": code, "detail": detail}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Translate every error into JSON; never a stack trace on the wire."""
+
+    @app.exception_handler(storage_errors.CallrecError)
+    async def _callrec(_request: Request, exc: Exception) -> JSONResponse:
+        for cls, status, code in _STATUS:
+            if isinstance(exc, cls):
+                if status >= 500:
+                    log.error("%s: %s", code, exc)
+                return JSONResponse(error_body(code, str(exc)), status_code=status)
+        raise AssertionError("unreachable: CallrecError is in the table")
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = [
+            {"loc": list(err.get("loc", ())), "msg": err.get("msg", "")} for err in exc.errors()
+        ]
+        return JSONResponse(error_body("invalid_request", detail), status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_request: Request, exc: HTTPException) -> JSONResponse:
+        code = exc.detail if isinstance(exc.detail, str) else "http_error"
+        return JSONResponse(
+            error_body(code.lower().replace(" ", "_"), exc.detail),
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return JSONResponse(error_body("internal_error", "unexpected error"), status_code=500)

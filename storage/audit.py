@@ -1,0 +1,170 @@
+"""The audit log: append-only, every event hash-chained to the one before.
+
+``hash = sha256(prev_hash + canonical event)``, the first event chaining to 64 zeros.
+Editing an event breaks its hash, inserting or removing one breaks the next event's
+``prev_hash`` or the sequence. Removing events from the *end* leaves a valid shorter
+chain, so the head (last sequence number and hash) is also kept in an anchor row,
+authenticated with an HMAC under a key derived from the master key: whoever can edit
+the database but does not hold the master key cannot forge it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, Session, SQLModel, select
+
+from storage.types import UTCDateTime
+
+GENESIS_HASH = "0" * 64
+_POSTGRES_LOCK_ID = 0x63616C6C  # serializes appenders across replicas
+
+
+class AuditEvent(SQLModel, table=True):
+    """One event of the chain."""
+
+    __tablename__ = "audit_events"
+
+    seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    at: datetime = Field(sa_type=UTCDateTime, index=True)
+    kind: str = Field(max_length=60, index=True)
+    actor: str = Field(max_length=100)
+    client_id: str | None = Field(default=None, max_length=63, index=True)
+    subject: str | None = Field(default=None, max_length=200, index=True)
+    data: str = Field(sa_type=sa.Text)  # canonical JSON
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64, unique=True)
+
+
+class AuditAnchor(SQLModel, table=True):
+    """The authenticated head of the chain (a single row)."""
+
+    __tablename__ = "audit_anchor"
+
+    id: int = Field(default=1, primary_key=True)
+    seq: int
+    hash: str = Field(max_length=64)
+    mac: str = Field(max_length=64)
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """What ``AuditLog.verify`` found: ``first_bad`` is the first event that fails."""
+
+    ok: bool
+    events: int
+    first_bad: int | None = None
+    problem: str | None = None
+
+
+def canonical(event: AuditEvent) -> str:
+    """The bytes that get hashed: sorted keys, no spaces, UTC time to the microsecond."""
+    return json.dumps(
+        {
+            "seq": event.seq,
+            "at": event.at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "kind": event.kind,
+            "actor": event.actor,
+            "client_id": event.client_id,
+            "subject": event.subject,
+            "data": json.loads(event.data),
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+def chain_hash(prev_hash: str, event: AuditEvent) -> str:
+    return hashlib.sha256((prev_hash + canonical(event)).encode()).hexdigest()
+
+
+class AuditLog:
+    """Appends events and verifies the chain; ``anchor_key`` authenticates the head."""
+
+    def __init__(self, anchor_key: bytes) -> None:
+        self._anchor_key = anchor_key
+
+    def append(
+        self,
+        session: Session,
+        *,
+        kind: str,
+        actor: str,
+        now: datetime,
+        client_id: str | None = None,
+        subject: str | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> AuditEvent:
+        """Append one event in the caller's transaction (the caller commits)."""
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _POSTGRES_LOCK_ID})
+        head = session.exec(
+            select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(1)  # type: ignore[attr-defined]
+        ).first()
+        event = AuditEvent(
+            seq=head.seq + 1 if head else 1,
+            at=now,
+            kind=kind,
+            actor=actor,
+            client_id=client_id,
+            subject=subject,
+            data=json.dumps(dict(data or {}), sort_keys=True, separators=(",", ":"), default=str),
+            prev_hash=head.hash if head else GENESIS_HASH,
+            hash="",
+        )
+        event.hash = chain_hash(event.prev_hash, event)
+        session.add(event)
+        anchor = session.get(AuditAnchor, 1) or AuditAnchor(id=1, seq=0, hash="", mac="")
+        anchor.seq, anchor.hash, anchor.mac = event.seq, event.hash, self._mac(event.seq, event.hash)
+        session.add(anchor)
+        session.flush()
+        return event
+
+    def verify(self, session: Session) -> ChainReport:
+        """Walk the whole chain; report the first edited, inserted or removed event."""
+        query = select(AuditEvent).order_by(AuditEvent.seq)  # type: ignore[arg-type]
+        # Streamed in batches; closed explicitly so an early return frees the server cursor.
+        events = session.exec(query.execution_options(yield_per=2000))
+        try:
+            return self._walk(session, events)
+        finally:
+            events.close()
+
+    def _walk(self, session: Session, events: Iterable[AuditEvent]) -> ChainReport:
+        expected_seq, prev_hash, count = 1, GENESIS_HASH, 0
+        for event in events:
+            if event.seq != expected_seq:
+                problem = f"event {expected_seq} is missing (sequence jumps to {event.seq})"
+                return ChainReport(False, count, expected_seq, problem)
+            if event.prev_hash != prev_hash:
+                problem = f"event {event.seq} does not follow event {event.seq - 1}"
+                return ChainReport(False, count, event.seq, problem)
+            if chain_hash(prev_hash, event) != event.hash:
+                return ChainReport(False, count, event.seq, f"event {event.seq} was altered")
+            prev_hash, expected_seq, count = event.hash, expected_seq + 1, count + 1
+        return self._check_anchor(session, count, prev_hash)
+
+    def _check_anchor(self, session: Session, count: int, head_hash: str) -> ChainReport:
+        anchor = session.get(AuditAnchor, 1)
+        if anchor is None:
+            if count == 0:
+                return ChainReport(True, 0)
+            return ChainReport(False, count, 1, "the chain's anchor is missing")
+        if not hmac.compare_digest(anchor.mac, self._mac(anchor.seq, anchor.hash)):
+            return ChainReport(False, count, anchor.seq, "the chain's anchor was forged")
+        if anchor.seq != count or anchor.hash != head_hash:
+            first_bad = min(anchor.seq, count) + 1
+            problem = f"the chain ends at event {count} but its anchor is event {anchor.seq}"
+            return ChainReport(False, count, first_bad, problem)
+        return ChainReport(True, count)
+
+    def _mac(self, seq: int, head_hash: str) -> str:
+        return hmac.new(self._anchor_key, f"{seq}:{head_hash}".encode(), hashlib.sha256).hexdigest()

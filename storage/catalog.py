@@ -1,0 +1,151 @@
+"""The recordings catalog: what was stored, where, for which purposes, in which state.
+
+The catalog and the object tags always agree (DESIGN.md, Object store layout); the
+functions here change rows only and never commit — the caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from enum import StrEnum
+
+import sqlalchemy as sa
+from sqlmodel import Field, Session, SQLModel, select
+
+from storage.errors import InvalidTransition
+from storage.types import UTCDateTime
+
+CLIENT_ID = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+class RecordingState(StrEnum):
+    RECORDING = "recording"  # audio is being captured or waits for its upload
+    STORED = "stored"
+    RESTRICTED = "restricted"  # kept, but neither served nor processed
+    PURGED = "purged"
+    FAILED = "failed"
+
+
+_NEXT_STATES: Mapping[RecordingState, frozenset[RecordingState]] = {
+    RecordingState.RECORDING: frozenset({RecordingState.STORED, RecordingState.FAILED}),
+    RecordingState.STORED: frozenset({RecordingState.RESTRICTED, RecordingState.PURGED}),
+    RecordingState.RESTRICTED: frozenset({RecordingState.STORED, RecordingState.PURGED}),
+    RecordingState.FAILED: frozenset({RecordingState.PURGED}),
+    RecordingState.PURGED: frozenset(),
+}
+
+
+class Recording(SQLModel, table=True):
+    """One stored call recording; its purposes live in ``RecordingPurpose`` rows."""
+
+    __tablename__ = "recordings"
+
+    id: str = Field(primary_key=True, max_length=40)
+    client_id: str = Field(index=True, max_length=63)
+    call_id: str = Field(index=True, max_length=200)
+    decision_id: str | None = Field(default=None, max_length=40)
+    channel: str = Field(max_length=20)  # upload, whip, siprec
+    codec: str = Field(max_length=20)  # opus, pcmu, pcma, g722
+    container: str = Field(max_length=10)  # ogg, wav
+    channels: int = 1
+    started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    duration_s: float | None = None
+    size: int | None = Field(default=None, sa_type=sa.BigInteger)
+    sha256: str | None = Field(default=None, max_length=64)
+    object_key: str = Field(unique=True, max_length=300)
+    version_id: str | None = Field(default=None, max_length=200)
+    state: RecordingState = Field(
+        default=RecordingState.RECORDING, index=True, sa_type=sa.String(20)
+    )
+    legal_hold: bool = False
+    failure: str | None = Field(default=None, sa_type=sa.Text)
+    created_at: datetime = Field(sa_type=UTCDateTime)
+    updated_at: datetime = Field(sa_type=UTCDateTime)
+    purged_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class RecordingPurpose(SQLModel, table=True):
+    """One purpose a recording may serve, with its own expiry."""
+
+    __tablename__ = "recording_purposes"
+
+    recording_id: str = Field(
+        primary_key=True, foreign_key="recordings.id", ondelete="CASCADE", max_length=40
+    )
+    purpose: str = Field(primary_key=True, max_length=40)
+    expires_at: datetime = Field(index=True, sa_type=UTCDateTime)
+
+
+def object_key(*, client_id: str, recording_id: str, created_at: datetime, ext: str) -> str:
+    """``{client}/{YYYY}/{MM}/{DD}/{recording_id}.{ext}``: nothing personal in a key."""
+    if not CLIENT_ID.match(client_id):
+        raise ValueError(f"client id {client_id!r} is not a slug (a-z, 0-9, '-')")
+    return f"{client_id}/{created_at:%Y/%m/%d}/{recording_id}.{ext}"
+
+
+def object_tags(client_id: str, purposes: Mapping[str, datetime]) -> dict[str, str]:
+    """The tag set an object must carry: its client and one tag per live purpose."""
+    tags = {"client": client_id}
+    tags.update({f"purpose:{name}": f"{expiry:%Y-%m-%d}" for name, expiry in purposes.items()})
+    return tags
+
+
+def add_recording(
+    session: Session, *, recording: Recording, purposes: Mapping[str, datetime]
+) -> Recording:
+    """Add a new recording row and its purposes (the caller commits)."""
+    session.add(recording)
+    session.flush()  # parent row first: the purposes reference it
+    for name, expiry in purposes.items():
+        session.add(RecordingPurpose(recording_id=recording.id, purpose=name, expires_at=expiry))
+    session.flush()
+    return recording
+
+
+def get_recording(
+    session: Session, recording_id: str, *, client_id: str | None = None
+) -> Recording | None:
+    """The recording, or None; with ``client_id`` another client's id is None too."""
+    recording = session.get(Recording, recording_id)
+    if recording is None or (client_id is not None and recording.client_id != client_id):
+        return None
+    return recording
+
+
+def purposes_of(session: Session, recording_id: str) -> dict[str, datetime]:
+    """Live purposes of a recording, name → expiry."""
+    rows = session.exec(
+        select(RecordingPurpose).where(RecordingPurpose.recording_id == recording_id)
+    )
+    return {row.purpose: row.expires_at for row in rows}
+
+
+def transition(recording: Recording, to: RecordingState, *, now: datetime) -> None:
+    """Move ``recording`` to state ``to`` or raise InvalidTransition."""
+    current = RecordingState(recording.state)
+    if to not in _NEXT_STATES[current]:
+        raise InvalidTransition(f"recording {recording.id}: {current} cannot become {to}")
+    recording.state = to
+    recording.updated_at = now
+
+
+def list_recordings(
+    session: Session,
+    *,
+    client_id: str | None = None,
+    states: Sequence[RecordingState] | None = None,
+    after: str | None = None,
+    limit: int = 100,
+) -> list[Recording]:
+    """Recordings in id (creation) order, after the cursor ``after``."""
+    query = select(Recording).order_by(Recording.id).limit(limit)  # type: ignore[arg-type]
+    if client_id is not None:
+        query = query.where(Recording.client_id == client_id)
+    if states:
+        query = query.where(Recording.state.in_(list(states)))  # type: ignore[attr-defined]
+    if after is not None:
+        query = query.where(Recording.id > after)
+    return list(session.exec(query))

@@ -1,0 +1,121 @@
+"""Database engine, sessions and schema migrations (SQLite or PostgreSQL).
+
+SQLite is the embedded default: WAL so readers never block the writer, a busy timeout
+instead of immediate "database is locked" errors, ``secure_delete`` so destroyed keys
+are overwritten on disk, and ``BEGIN IMMEDIATE`` so every transaction takes the write
+lock up front when it is meant to write (a deferred transaction that reads, then
+writes, fails when another writer got in between); read-only sessions do not block. PostgreSQL is the choice at scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from storage.errors import DatabaseUnavailable
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_WRITE_OPTION = "callrec_writes"  # ignored by every dialect but our SQLite "begin" hook
+
+
+def create_db_engine(url: str, *, echo: bool = False) -> Engine:
+    """Create the engine for ``url``; a SQLite file's folder is created if missing."""
+    if url.startswith("sqlite"):
+        return _sqlite_engine(url, echo=echo)
+    return sa.create_engine(
+        url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20, future=True
+    )
+
+
+def _sqlite_engine(url: str, *, echo: bool) -> Engine:
+    database = sa.engine.make_url(url).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, echo=echo, connect_args={"check_same_thread": False})
+
+    @sa.event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event issue BEGIN; pysqlite's own would be deferred.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in (
+            "journal_mode=WAL",
+            "synchronous=NORMAL",
+            "foreign_keys=ON",
+            "busy_timeout=10000",
+            "secure_delete=ON",
+        ):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(connection: sa.Connection) -> None:
+        writes = connection.get_execution_options().get(_WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
+
+    return engine
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """One unit of work that writes: commit on success, roll back on any error.
+
+    On SQLite it takes the write lock up front; plain ``Session`` reads do not.
+    """
+    with Session(engine, expire_on_commit=False) as session:
+        session.connection(execution_options={_WRITE_OPTION: True})
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def check_database(engine: Engine) -> None:
+    """Raise DatabaseUnavailable unless the database answers a trivial query."""
+    try:
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+    except sa.exc.SQLAlchemyError as exc:
+        raise DatabaseUnavailable(_describe(engine, exc)) from exc
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` with the Alembic migrations under storage/."""
+    try:
+        with engine.connect().execution_options(**{_WRITE_OPTION: True}) as connection:
+            with connection.begin():
+                command.upgrade(_alembic_config(connection), revision)
+    except sa.exc.OperationalError as exc:
+        raise DatabaseUnavailable(_describe(engine, exc)) from exc
+
+
+def generate_migration(engine: Engine, *, message: str, metadata: sa.MetaData) -> None:
+    """Write a new migration from the difference between ``metadata`` and the database."""
+    with engine.begin() as connection:
+        config = _alembic_config(connection)
+        config.attributes["target_metadata"] = metadata
+        command.revision(config, message=message, autogenerate=True)
+
+
+def _alembic_config(connection: sa.Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("file_template", "%%(rev)s_%%(slug)s")
+    config.attributes["connection"] = connection
+    return config
+
+
+def _describe(engine: Engine, exc: sa.exc.SQLAlchemyError) -> str:
+    reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+    url = engine.url.render_as_string(hide_password=True)
+    return f"database {url} unavailable: {reason}"

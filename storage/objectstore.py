@@ -1,0 +1,423 @@
+"""The object store: a thin adapter over boto3's S3 client, and the only module that uses it.
+
+Every botocore error is translated in ``_translate`` into the storage exception tree,
+so callers never see a boto type.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+from urllib.parse import urlencode
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+
+from storage.errors import ObjectNotFound, ObjectStoreError, StoreAccessDenied, StoreUnavailable
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
+
+log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+_MIN_PART = 5 * MIB  # S3 rejects smaller parts, except the last
+_MAX_PARTS = 10_000
+_DELETE_BATCH = 1000  # DeleteObjects limit
+_ACCESS_CODES = {"AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "403"}
+_MISSING_CODES = {"NoSuchKey", "NoSuchVersion", "NoSuchBucket", "NotFound", "404"}
+
+
+@dataclass(frozen=True)
+class S3Config:
+    """Where and as whom to reach S3; ``endpoint_url`` None means AWS itself."""
+
+    endpoint_url: str | None
+    access_key_id: str
+    secret_access_key: str
+    bucket: str
+    region: str = "us-east-1"
+
+
+@dataclass(frozen=True)
+class PutResult:
+    """What S3 answered to an upload."""
+
+    version_id: str | None
+    size: int
+    etag: str
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """Metadata of the current version of an object."""
+
+    size: int
+    etag: str
+    version_id: str | None
+    last_modified: datetime
+
+
+@dataclass(frozen=True)
+class VersionRef:
+    """One version, or one delete marker, of a key."""
+
+    key: str
+    version_id: str
+    is_delete_marker: bool
+
+
+@dataclass(frozen=True)
+class DeleteReport:
+    """Outcome of deleting every version of a key; ``gone`` is the read-back check."""
+
+    versions_removed: int
+    gone: bool
+
+
+@contextmanager
+def _translate(action: str, key: str = "") -> Iterator[None]:
+    """Turn botocore errors into storage errors; the one place that does."""
+    what = f"{action} {key}".rstrip()
+    try:
+        yield
+    except ClientError as exc:
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code", "?"))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        text = f"{what}: {code} {err.get('Message', '')}".rstrip()
+        if code in _MISSING_CODES or status == 404:
+            raise ObjectNotFound(text) from exc
+        if code in _ACCESS_CODES or status == 403:
+            raise StoreAccessDenied(text) from exc
+        if status == 503:
+            raise StoreUnavailable(text) from exc
+        raise ObjectStoreError(text) from exc
+    except HTTPClientError as exc:  # connect/read timeouts, refused or dropped connections
+        raise StoreUnavailable(f"{what}: {exc}") from exc
+    except BotoCoreError as exc:
+        raise ObjectStoreError(f"{what}: {exc}") from exc
+
+
+def _strip(etag: str) -> str:
+    return etag.strip('"')
+
+
+class _BodyStream:
+    """Iterates an object's body in chunks and closes it when done or closed."""
+
+    def __init__(self, body: Any, key: str, chunk_size: int) -> None:
+        self._body = body
+        self._key = key
+        self._chunk_size = chunk_size
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> bytes:
+        with _translate("get_object", self._key):
+            chunk: bytes = self._body.read(self._chunk_size)
+        if not chunk:
+            self.close()
+            raise StopIteration
+        return chunk
+
+    def close(self) -> None:
+        """Release the connection; safe to call twice."""
+        self._body.close()
+
+
+class ObjectStore:
+    """One bucket of an S3-compatible store, with the operations callrec needs."""
+
+    def __init__(self, client: S3Client, bucket: str, *, region: str = "us-east-1") -> None:
+        self._s3 = client
+        self.bucket = bucket
+        self._region = region
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: S3Config,
+        *,
+        max_pool_connections: int = 16,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 60.0,
+        max_attempts: int = 3,
+    ) -> ObjectStore:
+        """Build a client: path-style, bounded timeouts and retries so outages fail fast."""
+        config = Config(
+            region_name=cfg.region,
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            retries={"mode": "standard", "total_max_attempts": max_attempts},
+            max_pool_connections=max_pool_connections,
+            # Checksums only where S3 demands them: several S3-compatible stores reject
+            # the default streaming trailers.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        # A session of our own: the default one is shared global state.
+        session = boto3.session.Session()
+        client = session.client(
+            "s3",
+            endpoint_url=cfg.endpoint_url,
+            # Empty credentials fall through to the default chain (instance roles, env).
+            aws_access_key_id=cfg.access_key_id or None,
+            aws_secret_access_key=cfg.secret_access_key or None,
+            config=config,
+        )
+        return cls(client, cfg.bucket, region=cfg.region)
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket if it is missing and switch versioning on."""
+        try:
+            with _translate("head_bucket"):
+                self._s3.head_bucket(Bucket=self.bucket)
+        except ObjectNotFound:
+            self._create_bucket()
+        status = self.versioning_status()
+        if status != "Enabled":
+            log.info("enabling versioning on bucket %s (was %s)", self.bucket, status)
+            with _translate("put_bucket_versioning"):
+                self._s3.put_bucket_versioning(
+                    Bucket=self.bucket, VersioningConfiguration={"Status": "Enabled"}
+                )
+
+    def _create_bucket(self) -> None:
+        with _translate("create_bucket"):
+            try:
+                if self._region == "us-east-1":  # the one region that refuses a constraint
+                    self._s3.create_bucket(Bucket=self.bucket)
+                else:
+                    self._s3.create_bucket(
+                        Bucket=self.bucket,
+                        CreateBucketConfiguration={"LocationConstraint": self._region},  # type: ignore[typeddict-item]
+                    )
+                log.info("created bucket %s", self.bucket)
+            except self._s3.exceptions.BucketAlreadyOwnedByYou:
+                pass  # another replica won the race
+
+    def versioning_status(self) -> str | None:
+        """The bucket's versioning status: ``Enabled``, ``Suspended`` or None (never set)."""
+        with _translate("get_bucket_versioning"):
+            return self._s3.get_bucket_versioning(Bucket=self.bucket).get("Status")
+
+    def ping(self) -> None:
+        """A cheap signed request: raises unless the bucket is reachable and ours."""
+        with _translate("head_bucket"):
+            self._s3.head_bucket(Bucket=self.bucket)
+
+    def put_bytes(self, key: str, data: bytes, *, tags: Mapping[str, str]) -> PutResult:
+        """Store ``data`` under ``key`` in one request, with ``tags``."""
+        with _translate("put_object", key):
+            resp = self._s3.put_object(Bucket=self.bucket, Key=key, Body=data, **_tagging(tags))
+        return PutResult(resp.get("VersionId"), len(data), _strip(resp["ETag"]))
+
+    def put_file(
+        self,
+        key: str,
+        path: Path,
+        *,
+        tags: Mapping[str, str],
+        part_size: int = 16 * MIB,
+        concurrency: int = 4,
+    ) -> PutResult:
+        """Upload a file; above ``part_size`` as a parallel multipart upload.
+
+        At most ``concurrency`` parts are in memory at once, so memory stays bounded
+        whatever the file size. A failed multipart upload is aborted.
+        """
+        if part_size < _MIN_PART or concurrency < 1:
+            raise ValueError(f"part_size must be >= {_MIN_PART} and concurrency >= 1")
+        with path.open("rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size <= part_size:
+                return self.put_bytes(key, fh.read(), tags=tags)
+            part_size = max(part_size, -(-size // _MAX_PARTS))
+            with _translate("create_multipart_upload", key):
+                upload_id = self._s3.create_multipart_upload(
+                    Bucket=self.bucket, Key=key, **_tagging(tags)
+                )["UploadId"]
+            try:
+                parts = self._upload_parts(
+                    key,
+                    upload_id,
+                    fd=fh.fileno(),
+                    size=size,
+                    part_size=part_size,
+                    concurrency=concurrency,
+                )
+                with _translate("complete_multipart_upload", key):
+                    resp = self._s3.complete_multipart_upload(
+                        Bucket=self.bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+                    )
+            except BaseException:
+                self._abort(key, upload_id)
+                raise
+        return PutResult(resp.get("VersionId"), size, _strip(resp.get("ETag", "")))
+
+    def _upload_parts(
+        self, key: str, upload_id: str, *, fd: int, size: int, part_size: int, concurrency: int
+    ) -> list[dict[str, Any]]:
+        def send(number: int) -> dict[str, Any]:
+            offset = (number - 1) * part_size
+            want = min(part_size, size - offset)
+            data = os.pread(fd, want, offset)  # read in the worker: memory stays bounded
+            if len(data) != want:
+                raise ObjectStoreError(f"upload_part {key}: file shrank during upload")
+            with _translate("upload_part", key):
+                resp = self._s3.upload_part(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
+                )
+            return {"PartNumber": number, "ETag": resp["ETag"]}
+
+        count = -(-size // part_size)
+        done: list[dict[str, Any]] = []
+        with ThreadPoolExecutor(concurrency, thread_name_prefix="s3-part") as pool:
+            pending: set[Future[dict[str, Any]]] = set()
+            try:
+                for number in range(1, count + 1):
+                    if len(pending) >= concurrency:
+                        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        done += [f.result() for f in finished]
+                    pending.add(pool.submit(send, number))
+                done += [f.result() for f in pending]
+            finally:
+                # Stop queueing on failure; the pool still waits for parts in flight,
+                # so the abort that follows leaves no orphan part behind.
+                pool.shutdown(wait=True, cancel_futures=True)
+        return sorted(done, key=lambda part: int(part["PartNumber"]))
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        try:
+            with _translate("abort_multipart_upload", key):
+                self._s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except ObjectStoreError as exc:
+            log.warning("could not abort multipart upload of %s: %s", key, exc)
+
+    def get_stream(
+        self, key: str, *, version_id: str | None = None, chunk_size: int = MIB
+    ) -> Iterator[bytes]:
+        """Stream an object's body; a missing key raises here, not on first read.
+
+        Consume the iterator or call its ``close()`` to release the connection.
+        """
+        extra: dict[str, Any] = {"VersionId": version_id} if version_id else {}
+        with _translate("get_object", key):
+            resp = self._s3.get_object(Bucket=self.bucket, Key=key, **extra)
+        return _BodyStream(resp["Body"], key, chunk_size)
+
+    def head(self, key: str) -> ObjectInfo:
+        """Metadata of the current version; ObjectNotFound if none or a delete marker."""
+        with _translate("head_object", key):
+            resp = self._s3.head_object(Bucket=self.bucket, Key=key)
+        return ObjectInfo(
+            resp["ContentLength"], _strip(resp["ETag"]), resp.get("VersionId"), resp["LastModified"]
+        )
+
+    def get_tags(self, key: str) -> dict[str, str]:
+        """Tags of the current version."""
+        with _translate("get_object_tagging", key):
+            tag_set = self._s3.get_object_tagging(Bucket=self.bucket, Key=key)["TagSet"]
+        return {t["Key"]: t["Value"] for t in tag_set}
+
+    def put_tags(self, key: str, tags: Mapping[str, str]) -> None:
+        """Replace the whole tag set of the current version."""
+        tag_set = [{"Key": k, "Value": v} for k, v in tags.items()]
+        with _translate("put_object_tagging", key):
+            self._s3.put_object_tagging(
+                Bucket=self.bucket,
+                Key=key,
+                Tagging={"TagSet": tag_set},  # type: ignore[typeddict-item]
+            )
+
+    def list_versions(self, key: str) -> list[VersionRef]:
+        """Every version and delete marker of exactly ``key``."""
+        refs: list[VersionRef] = []
+        pages = self._s3.get_paginator("list_object_versions").paginate(
+            Bucket=self.bucket, Prefix=key
+        )
+        with _translate("list_object_versions", key):
+            for page in pages:
+                for kind, marker in (("Versions", False), ("DeleteMarkers", True)):
+                    for item in page.get(kind, []):  # type: ignore[attr-defined]
+                        if item["Key"] == key:  # Prefix also matches longer keys
+                            refs.append(VersionRef(key, item["VersionId"], marker))
+        return refs
+
+    def delete_versions(self, refs: Sequence[VersionRef]) -> list[VersionRef]:
+        """Delete these versions in batches; return the ones that could not be deleted."""
+        failed: list[VersionRef] = []
+        codes: set[str] = set()
+        for start in range(0, len(refs), _DELETE_BATCH):
+            batch = refs[start : start + _DELETE_BATCH]
+            objects: list[ObjectIdentifierTypeDef] = [
+                {"Key": r.key, "VersionId": r.version_id} for r in batch
+            ]
+            with _translate("delete_objects", batch[0].key):
+                resp = self._s3.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True}
+                )
+            for err in resp.get("Errors", []):
+                codes.add(err.get("Code", "?"))
+                log.warning("could not delete a version of %s: %s", err.get("Key"), err.get("Code"))
+                # Match on the version when the error names it, else on the key alone.
+                failed += [
+                    r
+                    for r in batch
+                    if r.key == err.get("Key")
+                    and err.get("VersionId", r.version_id) == r.version_id
+                    and r not in failed
+                ]
+        if refs and len(failed) == len(refs) and codes <= _ACCESS_CODES:
+            raise StoreAccessDenied(f"delete_objects: every deletion refused ({sorted(codes)})")
+        return failed
+
+    def delete_all_versions(self, key: str) -> DeleteReport:
+        """Delete every version and delete marker of ``key``, then check none is left."""
+        refs = self.list_versions(key)
+        failed = self.delete_versions(refs)
+        left = self.list_versions(key)
+        try:
+            self.head(key)
+            current = True
+        except ObjectNotFound:
+            current = False
+        return DeleteReport(versions_removed=len(refs) - len(failed), gone=not left and not current)
+
+    def presign_get(self, key: str, *, expires_s: int = 300) -> str:
+        """A URL that lets its bearer GET the current version for ``expires_s`` seconds."""
+        with _translate("generate_presigned_url", key):
+            return self._s3.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_s
+            )
+
+    def list_keys(self, prefix: str = "") -> Iterator[str]:
+        """Every current key under ``prefix``, page by page."""
+        pages = self._s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        )
+        with _translate("list_objects_v2", prefix):
+            for page in pages:
+                for item in page.get("Contents", []):
+                    yield item["Key"]
+
+
+def _tagging(tags: Mapping[str, str]) -> dict[str, Any]:
+    """The ``Tagging`` argument of an upload: URL-encoded, omitted when empty."""
+    return {"Tagging": urlencode(dict(tags))} if tags else {}

@@ -1,0 +1,91 @@
+"""callrec's configuration: the one module that reads the environment.
+
+Every setting is an environment variable prefixed ``CALLREC_``; the README lists them
+all with their defaults. Nothing here connects to anything: the settings are read
+once by the entry point (CLI or app factory) and passed down as arguments.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from storage.errors import ConfigError
+
+MIB = 1024 * 1024
+
+# Secrets that ship in examples; a deployment that keeps one of them is refused.
+_PLACEHOLDER_SECRETS = {"changeme", "change-me", "changethis", "secret", "password", "admin"}
+
+
+class Settings(BaseSettings):
+    """callrec settings; each field is ``CALLREC_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="CALLREC_", extra="ignore")
+
+    data_dir: Path = Field(Path("./var"), description="Where embedded state lives.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default SQLite at DATA_DIR/callrec.db."
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3 endpoint; unset starts the embedded SeaweedFS."
+    )
+    s3_access_key_id: str | None = Field(
+        None, description="S3 access key; generated under DATA_DIR for the embedded S3."
+    )
+    s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret key.")
+    s3_region: str = Field("us-east-1", description="S3 region name.")
+    s3_bucket: str = Field("callrec-recordings", description="Bucket holding recordings.")
+    s3_part_size: int = Field(16 * MIB, ge=5 * MIB, description="Multipart part size, bytes.")
+    s3_concurrency: int = Field(4, ge=1, le=32, description="Parts uploaded in parallel.")
+    master_key: SecretStr | None = Field(
+        None, description="Base64 32-byte master key; generated under DATA_DIR if unset."
+    )
+    admin_key: SecretStr | None = Field(None, description="Bootstrap admin API key.")
+    http_host: str = Field("127.0.0.1", description="HTTP listen address.")
+    http_port: int = Field(8080, ge=0, le=65535, description="HTTP listen port.")
+    sip_host: str = Field("127.0.0.1", description="SIPREC listen address.")
+    sip_port: int = Field(5080, ge=0, le=65535, description="SIPREC listen port.")
+    log_level: str = Field("INFO", description="Python logging level.")
+
+    @field_validator("admin_key", "s3_secret_access_key", "master_key")
+    @classmethod
+    def _refuse_placeholders(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value().lower() in _PLACEHOLDER_SECRETS:
+            raise ValueError("placeholder secret; set a real one")
+        return value
+
+    @field_validator("admin_key")
+    @classmethod
+    def _admin_key_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
+    @property
+    def embedded_s3(self) -> bool:
+        """True when callrec must start SeaweedFS itself."""
+        return self.s3_endpoint_url is None
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, with the embedded SQLite default filled in."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'callrec.db').resolve()}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings from the environment; ConfigError names what is wrong."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"CALLREC_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(problems) from None
