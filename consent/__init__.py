@@ -1,0 +1,1 @@
+"""consent: clients, API keys, the consent ledger and the decision engine."""

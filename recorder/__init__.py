@@ -1,0 +1,1 @@
+"""recorder: the gateway — HTTP app, CLI, and (to come) WHIP and SIPREC ingest."""

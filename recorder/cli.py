@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
@@ -120,10 +121,8 @@ def s3_serve() -> None:
     ) as s3:
         out.print(f"S3 endpoint {s3.endpoint_url}")
         out.print(f"credentials in {settings.data_dir / 's3-credentials.json'}")
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             stop.wait()
-        except KeyboardInterrupt:
-            pass
 
 
 def main() -> None:

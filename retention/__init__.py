@@ -1,0 +1,1 @@
+"""retention: policies, purge, legal holds, subject requests and reports."""

@@ -123,7 +123,11 @@ class AuditLog:
         event.hash = chain_hash(event.prev_hash, event)
         session.add(event)
         anchor = session.get(AuditAnchor, 1) or AuditAnchor(id=1, seq=0, hash="", mac="")
-        anchor.seq, anchor.hash, anchor.mac = event.seq, event.hash, self._mac(event.seq, event.hash)
+        anchor.seq, anchor.hash, anchor.mac = (
+            event.seq,
+            event.hash,
+            self._mac(event.seq, event.hash),
+        )
         session.add(anchor)
         session.flush()
         return event

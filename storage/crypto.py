@@ -29,7 +29,7 @@ import hashlib
 import os
 import string
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -41,6 +41,7 @@ DEFAULT_CHUNK_SIZE = 64 * 1024
 MAX_CHUNK_SIZE = 16 * 1024 * 1024  # caps what a forged header can make the decryptor buffer
 
 _Bytes = bytes | bytearray | memoryview
+_Use = Callable[[_Bytes], bytes]
 _MAGIC, _STREAM_VERSION, _WRAP_VERSION = b"CREC", 1, 1
 _HEADER = struct.Struct(">4sBI7s")
 _NONCE_TAIL = struct.Struct(">IB")  # chunk counter, last-chunk flag
@@ -122,24 +123,27 @@ def ciphertext_size(plaintext_size: int, chunk_size: int = DEFAULT_CHUNK_SIZE) -
     return _HEADER.size + plaintext_size + chunks * _TAG
 
 
-def _frames(pending: bytearray, view: memoryview, size: int) -> Iterator[_Bytes]:
-    """Yield each whole ``size``-byte frame of ``pending ‖ view``; keep the rest in ``pending``.
+def _split(pending: bytearray, view: memoryview, size: int, use: _Use) -> list[bytes]:
+    """Pass each whole ``size``-byte frame of ``pending ‖ view`` to ``use``; keep the rest.
 
-    Frames inside ``view`` are views, not copies; only a frame straddling two calls goes
-    through ``pending``, so memory stays within one frame plus the caller's piece.
+    Frames inside ``view`` go as views, not copies; only a frame straddling two calls is
+    gathered in ``pending``, so memory stays within one frame plus the caller's piece.
     """
+    if len(pending) + len(view) < size:  # no whole frame yet: the usual case for small pieces
+        pending += view
+        return []
+    out = []
     if pending:
         take = size - len(pending)
         pending += view[:take]
         view = view[take:]
-        if len(pending) < size:
-            return
-        yield pending
+        out.append(use(pending))
         pending.clear()
     while len(view) >= size:
-        yield view[:size]
+        out.append(use(view[:size]))
         view = view[size:]
     pending += view
+    return out
 
 
 class StreamEncryptor:
@@ -172,7 +176,7 @@ class StreamEncryptor:
         """Hex SHA-256 of the ciphertext returned so far: the stored object's, once finalized."""
         return self._sha256.hexdigest()
 
-    def _seal(self, chunk: _Bytes, *, last: bool) -> bytes:
+    def _seal(self, chunk: _Bytes, last: bool = False) -> bytes:
         if self._counter >= _MAX_CHUNKS:
             raise ValueError("stream too long for the chunk counter")
         nonce = self._prefix + _NONCE_TAIL.pack(self._counter, last)
@@ -192,19 +196,16 @@ class StreamEncryptor:
             raise ValueError("update() after finalize()")
         view = memoryview(data).cast("B")
         self._plaintext_size += len(view)
-        if len(self._pending) + len(view) < self._chunk_size and not self._unsent:
-            self._pending += view  # no whole chunk yet (the common case for small pieces)
-            return b""
         # A full chunk is never the final one, so it can be sealed right away.
-        frames = _frames(self._pending, view, self._chunk_size)
-        return self._emit([self._unsent, *(self._seal(f, last=False) for f in frames)])
+        sealed = _split(self._pending, view, self._chunk_size, self._seal)
+        return self._emit([self._unsent, *sealed]) if sealed or self._unsent else b""
 
     def finalize(self) -> bytes:
         """Return the final chunk (after the header, if nothing was returned yet)."""
         if self._done:
             raise ValueError("finalize() called twice")
         self._done = True
-        return self._emit([self._unsent, self._seal(self._pending, last=True)])
+        return self._emit([self._unsent, self._seal(self._pending, True)])
 
 
 class StreamDecryptor:
@@ -223,7 +224,7 @@ class StreamDecryptor:
         self._state = "failed"
         return IntegrityError(message)
 
-    def _open(self, frame: _Bytes, *, last: bool) -> bytes:
+    def _open(self, frame: _Bytes, last: bool = False) -> bytes:
         if self._counter >= _MAX_CHUNKS:
             raise self._fail("stream too long for the chunk counter")
         nonce = self._prefix + _NONCE_TAIL.pack(self._counter, last)
@@ -248,20 +249,12 @@ class StreamDecryptor:
                 return b""
             header = bytes(self._pending)
             self._pending.clear()
-            magic, version, chunk_size, self._prefix = _HEADER.unpack(header)
-            if (
-                magic != _MAGIC
-                or version != _STREAM_VERSION
-                or not 1 <= chunk_size <= MAX_CHUNK_SIZE
-            ):
+            magic, version, size, self._prefix = _HEADER.unpack(header)
+            if magic != _MAGIC or version != _STREAM_VERSION or not 0 < size <= MAX_CHUNK_SIZE:
                 raise self._fail("bad header")
-            self._ad, self._frame, self._state = header + self._aad, chunk_size + _TAG, "chunks"
-        if len(self._pending) + len(view) < self._frame:
-            self._pending += view  # no whole chunk yet
-            return b""
+            self._ad, self._frame, self._state = header + self._aad, size + _TAG, "chunks"
         # A full-size frame is never the final chunk, so it is opened as soon as it is here.
-        frames = _frames(self._pending, view, self._frame)
-        return b"".join([self._open(f, last=False) for f in frames])
+        return b"".join(_split(self._pending, view, self._frame, self._open))
 
     def finalize(self) -> bytes:
         """Authenticate the final chunk and return its plaintext; raise if the stream is cut."""
@@ -271,7 +264,7 @@ class StreamDecryptor:
             raise self._fail("stream truncated in the header")
         if len(self._pending) < _TAG:
             raise self._fail(f"stream truncated: final chunk {self._counter} missing")
-        plaintext = self._open(self._pending, last=True)
+        plaintext = self._open(self._pending, True)
         self._state = "done"
         return plaintext
 

@@ -2,9 +2,9 @@
 
 SQLite is the embedded default: WAL so readers never block the writer, a busy timeout
 instead of immediate "database is locked" errors, ``secure_delete`` so destroyed keys
-are overwritten on disk, and ``BEGIN IMMEDIATE`` so every transaction takes the write
-lock up front when it is meant to write (a deferred transaction that reads, then
-writes, fails when another writer got in between); read-only sessions do not block. PostgreSQL is the choice at scale.
+are overwritten on disk, and ``BEGIN IMMEDIATE`` so a transaction meant to write takes
+the write lock up front (a deferred one that reads, then writes, fails when another
+writer got in between); read-only sessions do not block. PostgreSQL is for scale.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from sqlmodel import Session
 from storage.errors import DatabaseUnavailable
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-_WRITE_OPTION = "callrec_writes"  # ignored by every dialect but our SQLite "begin" hook
+# Ignored by every dialect; our SQLite "begin" hook reads it.
+_WRITE_OPTION = "callrec_writes"
 
 
 def create_db_engine(url: str, *, echo: bool = False) -> Engine:
@@ -92,9 +93,9 @@ def check_database(engine: Engine) -> None:
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision`` with the Alembic migrations under storage/."""
     try:
-        with engine.connect().execution_options(**{_WRITE_OPTION: True}) as connection:
-            with connection.begin():
-                command.upgrade(_alembic_config(connection), revision)
+        connection = engine.connect().execution_options(**{_WRITE_OPTION: True})
+        with connection, connection.begin():
+            command.upgrade(_alembic_config(connection), revision)
     except sa.exc.OperationalError as exc:
         raise DatabaseUnavailable(_describe(engine, exc)) from exc
 

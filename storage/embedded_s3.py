@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
@@ -142,13 +142,11 @@ class EmbeddedS3:
         self._data_dir.mkdir(parents=True, exist_ok=True)
         identities = self._write_identities()
         self._remove_stale_sockets()
+        wanted = {"master.port": self._previous_master_port()}
         with (
-            _reserved_ports(self._host, len(_PORT_FLAGS)) as free,
+            _reserved_ports(self._host, _PORT_FLAGS, wanted, self._requested_s3_port) as ports,
             _reserved_pair(self._host) as admin,
         ):
-            ports = dict(zip(_PORT_FLAGS, free, strict=True))
-            if self._requested_s3_port:
-                ports["s3.port"] = self._requested_s3_port
             self._s3_port = ports["s3.port"]
             cmd = self._command(weed, identities, ports, admin)
             grpc = {k.split(".")[0]: v for k, v in ports.items() if k.endswith(".grpc")}
@@ -187,6 +185,13 @@ class EmbeddedS3:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+    def _previous_master_port(self) -> int:
+        """The master keeps its state in ``m<port>``: reusing that port keeps one state."""
+        dirs = [p for p in self._data_dir.glob("m*") if p.is_dir() and p.name[1:].isdigit()]
+        if not dirs:
+            return 0
+        return int(max(dirs, key=lambda p: p.stat().st_mtime).name[1:])
 
     def _write_identities(self) -> Path:
         """Write the S3 identities file, readable by us only, atomically."""
@@ -265,7 +270,7 @@ class EmbeddedS3:
                 env=env,
                 process_group=0,
                 umask=0o077,
-                preexec_fn=_parent_death_hook(),  # noqa: PLW1509 - see its docstring
+                preexec_fn=_parent_death_hook(),
             )
         except OSError as exc:
             self._log_file.close()
@@ -346,13 +351,29 @@ def _parent_death_hook() -> Callable[[], None] | None:
 
 
 @contextmanager
-def _reserved_ports(host: str, count: int) -> Iterator[list[int]]:
-    """Hold ``count`` distinct free ports on ``host``; they are released on exit."""
+def _reserved_ports(
+    host: str, flags: Sequence[str], preferred: Mapping[str, int], s3_port: int
+) -> Iterator[dict[str, int]]:
+    """Hold a free port on ``host`` per flag until exit.
+
+    A preferred port is taken when free, else any; an explicit ``s3_port`` must be free.
+    """
     with ExitStack() as stack:
-        ports = []
-        for _ in range(count):
-            sock = stack.enter_context(_bound_socket(host, 0))
-            ports.append(sock.getsockname()[1])
+        ports: dict[str, int] = {}
+        for flag in flags:
+            sock = None
+            if flag == "s3.port" and s3_port:
+                try:
+                    sock = _bound_socket(host, s3_port)
+                except OSError as exc:
+                    raise EmbeddedS3Error(f"S3 port {host}:{s3_port} is not free: {exc}") from exc
+            elif preferred.get(flag):
+                with suppress(OSError):
+                    sock = _bound_socket(host, preferred[flag])
+            if sock is None:
+                sock = _bound_socket(host, 0)
+            stack.enter_context(sock)
+            ports[flag] = sock.getsockname()[1]
         yield ports
 
 

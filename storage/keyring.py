@@ -82,7 +82,9 @@ class Keyring:
         key = crypto.generate_key()
         wrapped = crypto.wrap_key(client_key, key, context=_recording_context(recording_id))
         session.add(
-            RecordingKey(recording_id=recording_id, client_id=client_id, wrapped=wrapped, created_at=now)
+            RecordingKey(
+                recording_id=recording_id, client_id=client_id, wrapped=wrapped, created_at=now
+            )
         )
         session.flush()
         return key
@@ -113,7 +115,9 @@ class Keyring:
         row = session.get(ClientKey, client_id)
         if row is None:
             # Remember the destruction, so the key is never quietly created again.
-            session.add(ClientKey(client_id=client_id, wrapped=None, created_at=now, destroyed_at=now))
+            session.add(
+                ClientKey(client_id=client_id, wrapped=None, created_at=now, destroyed_at=now)
+            )
             session.flush()
             return False
         was_live = row.wrapped is not None

@@ -360,6 +360,14 @@ class ObjectStore:
                             refs.append(VersionRef(key, item["VersionId"], marker))
         return refs
 
+    def delete(self, key: str) -> str | None:
+        """Hide the current version behind a delete marker; older versions stay.
+
+        Not a purge (see ``delete_all_versions``); returns the marker's version id.
+        """
+        with _translate("delete_object", key):
+            return self._s3.delete_object(Bucket=self.bucket, Key=key).get("VersionId")
+
     def delete_versions(self, refs: Sequence[VersionRef]) -> list[VersionRef]:
         """Delete these versions in batches; return the ones that could not be deleted."""
         failed: list[VersionRef] = []

@@ -110,7 +110,10 @@ class Vault:
         """Catalog a new recording in state ``recording`` and open its spool."""
         recording_id = new_id("rec", now)
         key_name = catalog.object_key(
-            client_id=draft.client_id, recording_id=recording_id, created_at=now, ext=draft.container
+            client_id=draft.client_id,
+            recording_id=recording_id,
+            created_at=now,
+            ext=draft.container,
         )
         with session_scope(self._engine) as session:
             recording = Recording(
@@ -218,7 +221,9 @@ class Vault:
     def _upload(self, recording_id: str, path: Path, *, now: datetime) -> Recording:
         with Session(self._engine) as session:
             recording = _require(session, recording_id)
-            tags = catalog.object_tags(recording.client_id, catalog.purposes_of(session, recording_id))
+            tags = catalog.object_tags(
+                recording.client_id, catalog.purposes_of(session, recording_id)
+            )
         try:
             result = self._store.put_file(
                 recording.object_key,

@@ -160,8 +160,12 @@ def test_wrong_anchor_key_fails(engine: Engine, now: datetime) -> None:
 
 def test_append_rolls_back_with_its_transaction(engine: Engine, now: datetime) -> None:
     audit = _fill(engine, now, 2)
-    with pytest.raises(RuntimeError), session_scope(engine) as session:
-        audit.append(session, kind="test.event", actor="t", now=now)
-        raise RuntimeError("the request failed")
+    def failing_request() -> None:
+        with session_scope(engine) as session:
+            audit.append(session, kind="test.event", actor="t", now=now)
+            raise RuntimeError("the request failed")
+
+    with pytest.raises(RuntimeError):
+        failing_request()
     report = _verify(engine)
     assert report.ok and report.events == 2

@@ -74,7 +74,9 @@ def test_another_clients_recording_is_not_found(engine: Engine, now: datetime) -
 def test_list_filters_by_client_and_pages_by_cursor(engine: Engine, now: datetime) -> None:
     with session_scope(engine) as session:
         for i in range(5):
-            catalog.add_recording(session, recording=_recording(f"rec_{i}", "acme", now), purposes={})
+            catalog.add_recording(
+                session, recording=_recording(f"rec_{i}", "acme", now), purposes={}
+            )
         catalog.add_recording(session, recording=_recording("rec_x", "other", now), purposes={})
     with Session(engine) as session:
         first = catalog.list_recordings(session, client_id="acme", limit=3)

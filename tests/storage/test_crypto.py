@@ -34,7 +34,7 @@ TAG = 16
 
 # Tampering uses a tiny stream: 3 full chunks of 64 bytes and a final chunk of 10.
 SMALL_CS = 64
-SMALL_PT = bytes(random.Random(7).randrange(256) for _ in range(3 * SMALL_CS + 10))
+SMALL_PT = random.Random(7).randbytes(3 * SMALL_CS + 10)
 
 
 def pieces(data: bytes, size: int) -> list[bytes]:
@@ -208,6 +208,20 @@ def test_flipped_bit_in_header(small_stream: bytes) -> None:
             # Magic, version or an absurd chunk size fail at once; any other change fails
             # chunk 0, whose associated data holds the header.
             assert message == "bad header" or message.endswith("chunk 0 failed authentication")
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"CRED" + bytes([1]) + (64).to_bytes(4, "big"),
+        b"CREC" + bytes([2]) + (64).to_bytes(4, "big"),
+        b"CREC" + bytes([1]) + (0).to_bytes(4, "big"),
+        b"CREC" + bytes([1]) + (16 * 1024 * 1024 + 1).to_bytes(4, "big"),
+    ],
+    ids=["magic", "version", "chunk-size-0", "chunk-size-too-big"],
+)
+def test_bad_header_fields(small_stream: bytes, header: bytes) -> None:
+    assert decrypt_until_error(header + small_stream[9:]) == (b"", "bad header")
 
 
 def test_flipped_bit_anywhere_in_a_chunk_body_or_tag(small_stream: bytes) -> None:

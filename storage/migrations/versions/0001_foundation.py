@@ -7,9 +7,9 @@ Revises:
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from storage.types import UTCDateTime
 from alembic import op
 
+from storage.types import UTCDateTime
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -43,15 +43,9 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("audit_events", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_audit_events_at"), ["at"], unique=False)
-        batch_op.create_index(
-            batch_op.f("ix_audit_events_client_id"), ["client_id"], unique=False
-        )
-        batch_op.create_index(
-            batch_op.f("ix_audit_events_kind"), ["kind"], unique=False
-        )
-        batch_op.create_index(
-            batch_op.f("ix_audit_events_subject"), ["subject"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_audit_events_client_id"), ["client_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_audit_events_kind"), ["kind"], unique=False)
+        batch_op.create_index(batch_op.f("ix_audit_events_subject"), ["subject"], unique=False)
 
     op.create_table(
         "client_keys",
@@ -108,24 +102,16 @@ def upgrade() -> None:
         sa.UniqueConstraint("object_key"),
     )
     with op.batch_alter_table("recordings", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_recordings_call_id"), ["call_id"], unique=False
-        )
-        batch_op.create_index(
-            batch_op.f("ix_recordings_client_id"), ["client_id"], unique=False
-        )
-        batch_op.create_index(
-            batch_op.f("ix_recordings_state"), ["state"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_recordings_call_id"), ["call_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_recordings_client_id"), ["client_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_recordings_state"), ["state"], unique=False)
 
     op.create_table(
         "recording_purposes",
         sa.Column("recording_id", sa.String(length=40), nullable=False),
         sa.Column("purpose", sa.String(length=40), nullable=False),
         sa.Column("expires_at", UTCDateTime(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["recording_id"], ["recordings.id"], ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["recording_id"], ["recordings.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("recording_id", "purpose"),
     )
     with op.batch_alter_table("recording_purposes", schema=None) as batch_op:

@@ -1,0 +1,83 @@
+"""What every benchmark needs: a real SeaweedFS, a SQLite catalog and a vault."""
+
+from __future__ import annotations
+
+import secrets
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from storage.audit import AuditLog
+from storage.db import create_db_engine, migrate
+from storage.embedded_s3 import EmbeddedS3
+from storage.keyring import Keyring
+from storage.objectstore import ObjectStore, S3Config
+from storage.vault import RecordingDraft, Vault
+
+MIB = 1024 * 1024
+
+
+@dataclass
+class Bench:
+    s3: EmbeddedS3
+    store: ObjectStore
+    vault: Vault
+
+
+@contextmanager
+def bench_setup(workdir: Path, *, bucket: str = "bench") -> Iterator[Bench]:
+    """A vault over a real embedded SeaweedFS and SQLite, all under ``workdir``."""
+    access, secret = "bench" + secrets.token_hex(4), secrets.token_urlsafe(24)
+    with EmbeddedS3(workdir / "s3", access_key_id=access, secret_access_key=secret) as s3:
+        store = ObjectStore.from_config(
+            S3Config(
+                endpoint_url=s3.endpoint_url,
+                access_key_id=access,
+                secret_access_key=secret,
+                bucket=bucket,
+            )
+        )
+        store.ensure_bucket()
+        engine = create_db_engine(f"sqlite:///{workdir / 'callrec.db'}")
+        migrate(engine)
+        keyring = Keyring(secrets.token_bytes(32))
+        vault = Vault(
+            engine=engine,
+            store=store,
+            keyring=keyring,
+            audit=AuditLog(keyring.derive("audit-anchor")),
+            spool_dir=workdir / "spool",
+        )
+        try:
+            yield Bench(s3, store, vault)
+        finally:
+            engine.dispose()
+
+
+def draft(call_id: str) -> RecordingDraft:
+    return RecordingDraft(
+        client_id="bench",
+        call_id=call_id,
+        channel="upload",
+        codec="opus",
+        container="ogg",
+        purposes={"research": datetime(2027, 1, 1, tzinfo=UTC)},
+    )
+
+
+def best_of(runs: int, action: Callable[[], object]) -> tuple[float, list[float]]:
+    """Median wall time of ``runs`` calls, and every time."""
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), times
+
+
+def now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,1 @@
+"""storage: database, object store, encryption, catalog and audit log — the bottom layer."""
