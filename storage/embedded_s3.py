@@ -40,8 +40,8 @@ _READINESS_BUCKET = "callrec-readiness-probe"
 # The admin component's worker dials the admin gRPC port at admin.port + 10000 whatever
 # -admin.port.grpc says, so that pair must keep this offset.
 _GRPC_OFFSET = 10000
-_STOP_GRACE_S = 10.0
 _LOG_TAIL_BYTES = 4000
+_LOG_ROTATE_BYTES = 10 * 1024 * 1024
 # Unix socket paths are limited to 108 bytes (sun_path); longer data dirs keep weed's default.
 _MAX_SOCKET_PATH = 100
 _PR_SET_PDEATHSIG = 1
@@ -93,6 +93,7 @@ class EmbeddedS3:
         host: str = "127.0.0.1",
         s3_port: int = 0,
         weed_binary: Path | None = None,
+        stop_timeout: float = 10.0,
     ) -> None:
         if not access_key_id or not secret_access_key:
             raise ValueError("the embedded S3 needs a non-empty access key id and secret")
@@ -103,6 +104,7 @@ class EmbeddedS3:
         self._requested_s3_port = s3_port
         self._s3_port = s3_port
         self._weed_binary = weed_binary
+        self._stop_timeout = stop_timeout
         self._proc: subprocess.Popen[bytes] | None = None
         self._grpc_sockets: list[Path] = []
         self._log_file: IO[bytes] | None = None
@@ -151,8 +153,10 @@ class EmbeddedS3:
             cmd = self._command(weed, identities, ports, admin)
             grpc = {k.split(".")[0]: v for k, v in ports.items() if k.endswith(".grpc")}
             grpc["admin"] = admin + _GRPC_OFFSET
+            # weed names these after their ports and puts them in /tmp whatever TMPDIR says.
             self._grpc_sockets = [
-                Path(f"/tmp/seaweedfs-{name}-grpc-{port}.sock") for name, port in grpc.items()
+                Path(f"/tmp/seaweedfs-{name}-grpc-{port}.sock")  # noqa: S108
+                for name, port in grpc.items()
             ]
         # The reserved sockets are closed just above, right before the child binds them.
         self._spawn(cmd)
@@ -164,7 +168,7 @@ class EmbeddedS3:
         proc, self._proc = self._proc, None
         atexit.unregister(self.stop)
         if proc is not None:
-            _terminate(proc)
+            _terminate(proc, self._stop_timeout)
             log.info("embedded S3 stopped (pid %s, exit code %s)", proc.pid, proc.returncode)
         if self._log_file is not None:
             self._log_file.close()
@@ -235,6 +239,7 @@ class EmbeddedS3:
     ) -> list[str]:
         cmd = [
             str(weed),
+            "-logtostderr=true",  # into weed.log, not one more file in /tmp per start
             "mini",
             f"-dir={self._data_dir.absolute()}",
             f"-ip={self._host}",
@@ -256,6 +261,8 @@ class EmbeddedS3:
 
     def _spawn(self, cmd: list[str]) -> None:
         log.debug("starting %s", " ".join(cmd))
+        if self.log_path.exists() and self.log_path.stat().st_size > _LOG_ROTATE_BYTES:
+            self.log_path.replace(self.log_path.with_suffix(".log.1"))
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - owned until stop()
         env = {k: os.environ[k] for k in _CHILD_ENV_KEYS if k in os.environ}
         # Config lookups (./, $HOME/.seaweedfs) stay inside our data dir.
@@ -279,10 +286,13 @@ class EmbeddedS3:
         atexit.register(self.stop)
 
     def _wait_ready(self, timeout: float) -> None:
-        assert self._proc is not None
-        probe = ObjectStore.from_config(
+        with ObjectStore.from_config(
             self.config(_READINESS_BUCKET), connect_timeout=1.0, read_timeout=5.0, max_attempts=1
-        )
+        ) as probe:
+            self._poll_ready(probe, timeout)
+
+    def _poll_ready(self, probe: ObjectStore, timeout: float) -> None:
+        assert self._proc is not None
         deadline = time.monotonic() + timeout
         delay = 0.02
         last: Exception | None = None
@@ -307,15 +317,19 @@ class EmbeddedS3:
         raise EmbeddedS3Error(f"{reason}; log {self.log_path}:\n{_tail(self.log_path)}")
 
 
-def _terminate(proc: subprocess.Popen[bytes]) -> None:
+def _terminate(proc: subprocess.Popen[bytes], grace: float) -> None:
     """SIGTERM the child's process group, SIGKILL it if it lingers."""
     if proc.poll() is not None:
         return
     _signal_group(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(timeout=_STOP_GRACE_S)
+        proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:
-        log.warning("embedded S3 (pid %s) ignored SIGTERM; killing it", proc.pid)
+        # Seen now and then: the volume server's graceful HTTP shutdown waits on a
+        # connection that never finishes. Everything is written by then.
+        log.warning(
+            "embedded S3 (pid %s) still running %.0f s after SIGTERM; killing it", proc.pid, grace
+        )
         _signal_group(proc.pid, signal.SIGKILL)
         proc.wait()
 
@@ -369,7 +383,9 @@ def _reserved_ports(
                     raise EmbeddedS3Error(f"S3 port {host}:{s3_port} is not free: {exc}") from exc
             elif preferred.get(flag):
                 with suppress(OSError):
-                    sock = _bound_socket(host, preferred[flag])
+                    # Our last run's connections may linger in TIME_WAIT on that port;
+                    # weed's own listener would bind through them, so may the probe.
+                    sock = _bound_socket(host, preferred[flag], reuse=True)
             if sock is None:
                 sock = _bound_socket(host, 0)
             stack.enter_context(sock)
@@ -395,10 +411,12 @@ def _reserved_pair(host: str, attempts: int = 50) -> Iterator[int]:
     raise EmbeddedS3Error(f"no free port pair (p, p + {_GRPC_OFFSET}) found on {host}")
 
 
-def _bound_socket(host: str, port: int) -> socket.socket:
+def _bound_socket(host: str, port: int, *, reuse: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
+        if reuse:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
     except OSError:
         sock.close()

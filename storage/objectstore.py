@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from storage.errors import ObjectNotFound, ObjectStoreError, StoreAccessDenied, StoreUnavailable
 
@@ -102,7 +103,7 @@ def _translate(action: str, key: str = "") -> Iterator[None]:
         if status == 503:
             raise StoreUnavailable(text) from exc
         raise ObjectStoreError(text) from exc
-    except HTTPClientError as exc:  # connect/read timeouts, refused or dropped connections
+    except (BotoConnectionError, HTTPClientError) as exc:  # refused, timed out, dropped
         raise StoreUnavailable(f"{what}: {exc}") from exc
     except BotoCoreError as exc:
         raise ObjectStoreError(f"{what}: {exc}") from exc
@@ -179,6 +180,16 @@ class ObjectStore:
             config=config,
         )
         return cls(client, cfg.bucket, region=cfg.region)
+
+    def close(self) -> None:
+        """Close the client's pooled connections."""
+        self._s3.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def ensure_bucket(self) -> None:
         """Create the bucket if it is missing and switch versioning on."""

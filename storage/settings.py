@@ -23,7 +23,7 @@ _PLACEHOLDER_SECRETS = {"changeme", "change-me", "changethis", "secret", "passwo
 class Settings(BaseSettings):
     """callrec settings; each field is ``CALLREC_<FIELD>`` in the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="CALLREC_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="CALLREC_", extra="ignore", env_ignore_empty=True)
 
     data_dir: Path = Field(Path("./var"), description="Where embedded state lives.")
     database_url: str | None = Field(

@@ -10,6 +10,7 @@ nothing at all. Each replica only recovers spool files on its own disk.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -219,11 +220,13 @@ class Vault:
         dest.write(decryptor.finalize())
 
     def _upload(self, recording_id: str, path: Path, *, now: datetime) -> Recording:
-        with Session(self._engine) as session:
+        with session_scope(self._engine) as session:
             recording = _require(session, recording_id)
-            tags = catalog.object_tags(
-                recording.client_id, catalog.purposes_of(session, recording_id)
-            )
+            if recording.sha256 is None:  # sealed, then a crash before the catalog heard
+                recording.size, recording.sha256 = _size_and_sha256(path)
+                session.add(recording)
+            purposes = catalog.purposes_of(session, recording_id)
+        tags = catalog.object_tags(recording.client_id, purposes)
         try:
             result = self._store.put_file(
                 recording.object_key,
@@ -289,6 +292,14 @@ def _require(session: Session, recording_id: str) -> Recording:
     if recording is None:
         raise LookupError(f"recording {recording_id} is not in the catalog")
     return recording
+
+
+def _size_and_sha256(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1024 * 1024):
+            digest.update(block)
+    return path.stat().st_size, digest.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:

@@ -1,0 +1,169 @@
+"""The ``callrec`` command as ops run it: real processes, real SeaweedFS, real databases."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from storage.embedded_s3 import EmbeddedS3
+
+CALLREC = [sys.executable, "-m", "recorder"]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _env(data_dir: Path, **settings: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLREC_")}
+    env["CALLREC_DATA_DIR"] = str(data_dir)
+    env.update({f"CALLREC_{k.upper()}": v for k, v in settings.items()})
+    return env
+
+
+def _run(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CALLREC, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def _assert_one_clear_line(result: subprocess.CompletedProcess[str], expected: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("callrec:")]
+    assert len(lines) == 1, result.stderr
+    assert expected in lines[0], lines[0]
+
+
+def _external_s3(s3: EmbeddedS3, **overrides: str) -> dict[str, str]:
+    s3_config = s3.config("cli-test")
+    settings = {
+        "s3_endpoint_url": str(s3_config.endpoint_url),
+        "s3_access_key_id": s3_config.access_key_id,
+        "s3_secret_access_key": s3_config.secret_access_key,
+        "master_key": "A" * 43 + "=",
+    }
+    settings.update(overrides)
+    return settings
+
+
+def test_refuses_wrong_s3_credentials(s3_server: EmbeddedS3, tmp_path: Path) -> None:
+    settings = _external_s3(s3_server, s3_secret_access_key="wrong-secret-0123456789")
+    result = _run(_env(tmp_path, **settings), "serve", "--port", str(_free_port()))
+    _assert_one_clear_line(result, "refused")
+
+
+def test_refuses_unreachable_s3(s3_server: EmbeddedS3, tmp_path: Path) -> None:
+    settings = _external_s3(s3_server, s3_endpoint_url=f"http://127.0.0.1:{_free_port()}")
+    result = _run(_env(tmp_path, **settings), "serve", "--port", str(_free_port()))
+    _assert_one_clear_line(result, "unreachable")
+
+
+def test_refuses_unreachable_database(s3_server: EmbeddedS3, tmp_path: Path) -> None:
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{_free_port()}/nothing"
+    settings = _external_s3(s3_server, database_url=url)
+    result = _run(_env(tmp_path, **settings), "serve", "--port", str(_free_port()))
+    _assert_one_clear_line(result, "database")
+
+
+def test_refuses_placeholder_admin_key(tmp_path: Path) -> None:
+    result = _run(_env(tmp_path, admin_key="changeme"), "serve")
+    _assert_one_clear_line(result, "CALLREC_ADMIN_KEY")
+
+
+def test_refuses_a_database_url_without_a_master_key(s3_server: EmbeddedS3, tmp_path: Path) -> None:
+    settings = _external_s3(s3_server, database_url=f"sqlite:///{tmp_path / 'x.db'}")
+    settings.pop("master_key")
+    result = _run(_env(tmp_path, **settings), "serve", "--port", str(_free_port()))
+    _assert_one_clear_line(result, "CALLREC_MASTER_KEY")
+
+
+def _get_json(url: str) -> tuple[int, dict[str, object]]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (local test URL)
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_serve_on_embedded_defaults_then_ctrl_c(tmp_path: Path) -> None:
+    """What `make run` does: SQLite + its own SeaweedFS, ready, then a clean stop."""
+    port = _free_port()
+    process = subprocess.Popen(
+        [*CALLREC, "serve"],
+        env=_env(tmp_path / "var", http_port=str(port)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        status, body = 0, {}
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                status, body = _get_json(f"http://127.0.0.1:{port}/readyz")
+            except OSError:
+                time.sleep(0.2)
+                continue
+            if status == 200:
+                break
+        assert status == 200, body
+        assert body["status"] == "ready"
+        weeds = [
+            p for p in psutil.Process(process.pid).children(recursive=True) if "weed" in p.name()
+        ]
+        assert weeds, "the embedded SeaweedFS runs as a child"
+        assert (tmp_path / "var" / "callrec.db").exists()
+        assert (tmp_path / "var" / "master.key").stat().st_mode & 0o777 == 0o600
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output
+    assert "Traceback" not in output
+    for weed in weeds:
+        assert not weed.is_running() or weed.status() == psutil.STATUS_ZOMBIE
+
+
+def test_audit_verify_exit_codes(s3_server: EmbeddedS3, tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    from storage.audit import AuditLog
+    from storage.db import create_db_engine, migrate, session_scope
+    from storage.keyring import Keyring
+    from datetime import UTC, datetime
+
+    master = "B" * 43 + "="
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    engine = create_db_engine(url)
+    migrate(engine)
+    from storage.crypto import parse_master_key
+
+    audit = AuditLog(Keyring(parse_master_key(master)).derive("audit-anchor"))
+    for i in range(3):
+        with session_scope(engine) as session:
+            audit.append(session, kind="test", actor="t", now=datetime.now(UTC), data={"i": i})
+    env = _env(tmp_path, database_url=url, master_key=master)
+    ok = _run(env, "audit", "verify")
+    assert ok.returncode == 0, ok.stderr
+    assert "intact: 3 events" in ok.stdout
+
+    with engine.begin() as connection:
+        connection.execute(sa.text("UPDATE audit_events SET actor = 'x' WHERE seq = 2"))
+    broken = _run(env, "audit", "verify")
+    assert broken.returncode == 1
+    assert "event 2" in broken.stderr
+    engine.dispose()

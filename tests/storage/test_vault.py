@@ -1,0 +1,239 @@
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from storage import catalog
+from storage.audit import AuditLog
+from storage.catalog import Recording, RecordingState
+from storage.db import session_scope
+from storage.errors import IntegrityError, KeyDestroyed
+from storage.keyring import Keyring
+from storage.objectstore import ObjectStore, S3Config
+from storage.vault import RecordingDraft, Vault
+
+MASTER = b"m" * 32
+AUDIO = os.urandom(300_000)
+
+
+def _vault(engine: Engine, store: ObjectStore, spool: Path) -> Vault:
+    keyring = Keyring(MASTER)
+    return Vault(
+        engine=engine,
+        store=store,
+        keyring=keyring,
+        audit=AuditLog(keyring.derive("audit-anchor")),
+        spool_dir=spool,
+        part_size=5 * 1024 * 1024,
+    )
+
+
+@pytest.fixture
+def vault(engine: Engine, object_store: ObjectStore, tmp_path: Path) -> Vault:
+    return _vault(engine, object_store, tmp_path / "spool")
+
+
+@pytest.fixture
+def dead_store(object_store: ObjectStore) -> ObjectStore:
+    """An S3 endpoint that is down: a local port nobody listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return ObjectStore.from_config(
+        S3Config(
+            endpoint_url=f"http://127.0.0.1:{port}",
+            access_key_id="x",
+            secret_access_key="y",
+            bucket=object_store.bucket,
+        )
+    )
+
+
+def _draft(now: datetime) -> RecordingDraft:
+    return RecordingDraft(
+        client_id="acme",
+        call_id="call-1",
+        channel="upload",
+        codec="opus",
+        container="ogg",
+        purposes={"research": now + timedelta(days=30), "improvement": now + timedelta(days=90)},
+    )
+
+
+def _pieces(data: bytes, size: int = 7_000) -> Iterator[bytes]:
+    return (data[i : i + size] for i in range(0, len(data), size))
+
+
+def _plaintext(vault: Vault, recording: Recording) -> bytes:
+    out = BytesIO()
+    vault.read(recording, out)
+    return out.getvalue()
+
+
+def _audit_kinds(engine: Engine) -> list[str]:
+    from sqlmodel import select
+
+    from storage.audit import AuditEvent
+
+    with Session(engine) as session:
+        report = AuditLog(Keyring(MASTER).derive("audit-anchor")).verify(session)
+        assert report.ok, report.problem
+        return [e.kind for e in session.exec(select(AuditEvent).order_by(AuditEvent.seq))]  # type: ignore[arg-type]
+
+
+def test_store_round_trip(
+    vault: Vault, object_store: ObjectStore, engine: Engine, now: datetime, tmp_path: Path
+) -> None:
+    recording = vault.store(_draft(now), _pieces(AUDIO), now=now, duration_s=12.5)
+    assert recording.state == RecordingState.STORED
+    assert recording.object_key == f"acme/2026/11/28/{recording.id}.ogg"
+    assert _plaintext(vault, recording) == AUDIO
+    stored = b"".join(object_store.get_stream(recording.object_key))
+    assert recording.size == len(stored)
+    assert recording.sha256 == hashlib.sha256(stored).hexdigest()
+    assert AUDIO[:64] not in stored  # the object holds ciphertext only
+    assert list((tmp_path / "spool").iterdir()) == []
+    assert _audit_kinds(engine) == ["recording.stored"]
+
+
+def test_tags_and_catalog_agree(vault: Vault, object_store: ObjectStore, engine: Engine, now: datetime) -> None:
+    recording = vault.store(_draft(now), [AUDIO], now=now)
+    with Session(engine) as session:
+        purposes = catalog.purposes_of(session, recording.id)
+    assert object_store.get_tags(recording.object_key) == catalog.object_tags("acme", purposes)
+    assert object_store.get_tags(recording.object_key) == {
+        "client": "acme",
+        "purpose:research": "2026-12-28",
+        "purpose:improvement": "2027-02-26",
+    }
+
+
+def test_s3_outage_keeps_the_recording_in_the_spool(
+    engine: Engine,
+    object_store: ObjectStore,
+    dead_store: ObjectStore,
+    now: datetime,
+    tmp_path: Path,
+) -> None:
+    spool = tmp_path / "spool"
+    recording = _vault(engine, dead_store, spool).store(_draft(now), [AUDIO], now=now)
+    assert recording.state == RecordingState.RECORDING
+    assert [p.suffix for p in spool.iterdir()] == [".sealed"]
+
+    vault = _vault(engine, object_store, spool)  # S3 is back (or callrec restarted)
+    assert vault.recover(now=now) == 1
+    with Session(engine) as session:
+        stored = catalog.get_recording(session, recording.id)
+    assert stored is not None and stored.state == RecordingState.STORED
+    assert _plaintext(vault, stored) == AUDIO
+    assert list(spool.iterdir()) == []
+
+
+def test_crash_after_sealing_is_recovered(
+    vault: Vault, engine: Engine, now: datetime, tmp_path: Path
+) -> None:
+    writer = vault.begin(_draft(now), now=now)
+    writer.write(AUDIO)
+    writer.seal()  # the process dies here, before the catalog learns size and hash
+    assert vault.recover(now=now) == 1
+    with Session(engine) as session:
+        recording = catalog.get_recording(session, writer.recording_id)
+    assert recording is not None and recording.state == RecordingState.STORED
+    assert recording.size is not None and recording.sha256 is not None
+    assert _plaintext(vault, recording) == AUDIO
+
+
+def test_crash_mid_capture_is_marked_failed_and_shredded(
+    vault: Vault, engine: Engine, now: datetime, tmp_path: Path
+) -> None:
+    writer = vault.begin(_draft(now), now=now)
+    writer.write(AUDIO)  # the process dies mid-call: no final chunk, never sealed
+    assert vault.recover(now=now) == 0
+    with Session(engine) as session:
+        recording = catalog.get_recording(session, writer.recording_id)
+        assert recording is not None and recording.state == RecordingState.FAILED
+        with pytest.raises(KeyDestroyed):
+            Keyring(MASTER).recording_key(session, recording_id=recording.id)
+    assert list((tmp_path / "spool").iterdir()) == []
+    assert _audit_kinds(engine) == ["recording.discarded"]
+    writer.close()  # the dead process's file handle
+
+
+def test_crash_after_upload_before_catalog_is_recovered(
+    vault: Vault, object_store: ObjectStore, engine: Engine, now: datetime
+) -> None:
+    writer = vault.begin(_draft(now), now=now)
+    writer.write(AUDIO)
+    path, _size, _sha = writer.seal()
+    with Session(engine) as session:
+        key = catalog.get_recording(session, writer.recording_id)
+        assert key is not None
+    object_store.put_file(key.object_key, path, tags={"client": "acme"})  # then the crash
+    assert vault.recover(now=now) == 1
+    with Session(engine) as session:
+        recording = catalog.get_recording(session, writer.recording_id)
+    assert recording is not None and recording.state == RecordingState.STORED
+    assert _plaintext(vault, recording) == AUDIO
+
+
+def test_discard_leaves_nothing(
+    vault: Vault, object_store: ObjectStore, engine: Engine, now: datetime, tmp_path: Path
+) -> None:
+    writer = vault.begin(_draft(now), now=now)
+    writer.write(AUDIO)
+    vault.discard(writer, reason="caller opted out", now=now)
+    with Session(engine) as session:
+        recording = catalog.get_recording(session, writer.recording_id)
+    assert recording is not None and recording.state == RecordingState.FAILED
+    assert recording.failure == "caller opted out"
+    assert list(object_store.list_keys("acme/")) == []
+    assert list((tmp_path / "spool").iterdir()) == []
+
+
+def test_failed_source_is_discarded(vault: Vault, engine: Engine, now: datetime) -> None:
+    def broken_source() -> Iterator[bytes]:
+        yield AUDIO
+        raise OSError("connection reset by the platform")
+
+    with pytest.raises(OSError, match="connection reset"):
+        vault.store(_draft(now), broken_source(), now=now)
+    assert _audit_kinds(engine) == ["recording.discarded"]
+
+
+def test_tampered_object_never_reads(vault: Vault, object_store: ObjectStore, now: datetime) -> None:
+    recording = vault.store(_draft(now), [AUDIO], now=now)
+    stored = bytearray(b"".join(object_store.get_stream(recording.object_key)))
+    stored[len(stored) // 2] ^= 1
+    object_store.put_bytes(recording.object_key, bytes(stored), tags={})
+    recording.version_id = None  # read the newest (tampered) version
+    with pytest.raises(IntegrityError):
+        _plaintext(vault, recording)
+
+
+def test_swapped_objects_do_not_decrypt(vault: Vault, object_store: ObjectStore, now: datetime) -> None:
+    first = vault.store(_draft(now), [AUDIO], now=now)
+    second = vault.store(_draft(now), [AUDIO], now=now)
+    body = b"".join(object_store.get_stream(second.object_key))
+    object_store.put_bytes(first.object_key, body, tags={})
+    first.version_id = None
+    with pytest.raises(IntegrityError):
+        _plaintext(vault, first)
+
+
+def test_destroyed_key_makes_the_object_unreadable(
+    vault: Vault, engine: Engine, now: datetime
+) -> None:
+    recording = vault.store(_draft(now), [AUDIO], now=now)
+    with session_scope(engine) as session:
+        Keyring(MASTER).destroy_recording_key(session, recording_id=recording.id, now=now)
+    with pytest.raises(KeyDestroyed):
+        _plaintext(vault, recording)
