@@ -63,9 +63,17 @@ def serve(
                 lifespan="on",
             )
         )
-        server.run()
+        # uvicorn re-raises the signal that stopped it once it has shut down; both
+        # Ctrl-C and SIGTERM end here as a clean exit, after the backend has stopped.
+        signal.signal(signal.SIGTERM, _exit_cleanly)
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run()
     finally:
         backend.stop()
+
+
+def _exit_cleanly(*_: object) -> None:
+    raise SystemExit(0)
 
 
 @app.command()
@@ -132,3 +140,5 @@ def main() -> None:
     except CallrecError as exc:
         err.print(f"callrec: {exc}", markup=False, highlight=False)
         sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -141,7 +141,7 @@ def list_recordings(
     limit: int = 100,
 ) -> list[Recording]:
     """Recordings in id (creation) order, after the cursor ``after``."""
-    query = select(Recording).order_by(Recording.id).limit(limit)  # type: ignore[arg-type]
+    query = select(Recording).order_by(Recording.id).limit(limit)
     if client_id is not None:
         query = query.where(Recording.client_id == client_id)
     if states:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import fcntl
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, NoReturn, Self
 
 from storage.errors import EmbeddedS3Error, ObjectNotFound, ObjectStoreError
 from storage.objectstore import ObjectStore, S3Config
@@ -108,6 +109,7 @@ class EmbeddedS3:
         self._proc: subprocess.Popen[bytes] | None = None
         self._grpc_sockets: list[Path] = []
         self._log_file: IO[bytes] | None = None
+        self._lock: IO[bytes] | None = None
 
     @property
     def endpoint_url(self) -> str:
@@ -142,6 +144,14 @@ class EmbeddedS3:
             raise EmbeddedS3Error("the embedded S3 is already running")
         weed = find_weed(self._weed_binary)
         self._data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_data_dir()
+        try:
+            self._launch(weed, timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _launch(self, weed: Path, timeout: float) -> None:
         identities = self._write_identities()
         self._remove_stale_sockets()
         wanted = {"master.port": self._previous_master_port()}
@@ -175,6 +185,9 @@ class EmbeddedS3:
             self._log_file = None
         self._remove_stale_sockets()
         self._grpc_sockets = []
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None
         if not self._requested_s3_port:
             self._s3_port = 0
 
@@ -189,6 +202,18 @@ class EmbeddedS3:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+    def _lock_data_dir(self) -> None:
+        """Refuse to run two servers on one data dir: they would corrupt each other."""
+        lock = (self._data_dir / "embedded-s3.lock").open("ab")
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise EmbeddedS3Error(
+                f"{self._data_dir} is in use by another embedded S3 server"
+            ) from None
+        self._lock = lock
 
     def _previous_master_port(self) -> int:
         """The master keeps its state in ``m<port>``: reusing that port keeps one state."""
@@ -250,6 +275,8 @@ class EmbeddedS3:
             "-s3.port.lance=0",
             "-admin.ui=false",
             "-s3.allowDeleteBucketNotEmpty=false",
+            # Else a put into a missing bucket recreates it, silently unversioned.
+            "-s3.autoCreateBucket=false",
             f"-s3.config={identities.absolute()}",
             f"-admin.port={admin}",
             f"-admin.port.grpc={admin + _GRPC_OFFSET}",
@@ -312,7 +339,7 @@ class EmbeddedS3:
             time.sleep(delay)
             delay = min(delay * 2, 0.25)
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, reason: str) -> NoReturn:
         self.stop()
         raise EmbeddedS3Error(f"{reason}; log {self.log_path}:\n{_tail(self.log_path)}")
 

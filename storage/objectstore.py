@@ -79,7 +79,10 @@ class VersionRef:
 
 @dataclass(frozen=True)
 class DeleteReport:
-    """Outcome of deleting every version of a key; ``gone`` is the read-back check."""
+    """Outcome of deleting every version of a key.
+
+    ``versions_removed`` counts delete markers too; ``gone`` is the read-back check.
+    """
 
     versions_removed: int
     gone: bool
@@ -99,12 +102,14 @@ def _translate(action: str, key: str = "") -> Iterator[None]:
         if code in _MISSING_CODES or status == 404:
             raise ObjectNotFound(text) from exc
         if code in _ACCESS_CODES or status == 403:
-            raise StoreAccessDenied(text) from exc
+            raise StoreAccessDenied(
+                f"S3 refused {text} (wrong credentials or no permission)"
+            ) from exc
         if status == 503:
-            raise StoreUnavailable(text) from exc
+            raise StoreUnavailable(f"S3 unavailable on {text}") from exc
         raise ObjectStoreError(text) from exc
     except (BotoConnectionError, HTTPClientError) as exc:  # refused, timed out, dropped
-        raise StoreUnavailable(f"{what}: {exc}") from exc
+        raise StoreUnavailable(f"S3 unreachable on {what}: {exc}") from exc
     except BotoCoreError as exc:
         raise ObjectStoreError(f"{what}: {exc}") from exc
 
@@ -180,6 +185,11 @@ class ObjectStore:
             config=config,
         )
         return cls(client, cfg.bucket, region=cfg.region)
+
+    @property
+    def client(self) -> S3Client:
+        """The boto3 client underneath, for baselines in benchmarks and test set-up."""
+        return self._s3
 
     def close(self) -> None:
         """Close the client's pooled connections."""
@@ -392,17 +402,13 @@ class ObjectStore:
                 resp = self._s3.delete_objects(
                     Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True}
                 )
+            refused: set[tuple[str, str | None]] = set()
             for err in resp.get("Errors", []):
                 codes.add(err.get("Code", "?"))
+                refused.add((err.get("Key", ""), err.get("VersionId")))
                 log.warning("could not delete a version of %s: %s", err.get("Key"), err.get("Code"))
-                # Match on the version when the error names it, else on the key alone.
-                failed += [
-                    r
-                    for r in batch
-                    if r.key == err.get("Key")
-                    and err.get("VersionId", r.version_id) == r.version_id
-                    and r not in failed
-                ]
+            # An error that names no version counts against every version of its key.
+            failed += [r for r in batch if {(r.key, r.version_id), (r.key, None)} & refused]
         if refs and len(failed) == len(refs) and codes <= _ACCESS_CODES:
             raise StoreAccessDenied(f"delete_objects: every deletion refused ({sorted(codes)})")
         return failed

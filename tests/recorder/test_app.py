@@ -14,7 +14,9 @@ from storage.embedded_s3 import EmbeddedS3
 from storage.settings import Settings
 
 
-def backend_settings(s3: EmbeddedS3, database_url: str, data_dir: Path, **extra: object) -> Settings:
+def backend_settings(
+    s3: EmbeddedS3, database_url: str, data_dir: Path, **extra: object
+) -> Settings:
     """Settings for a backend on the test SeaweedFS and a test database."""
     s3_config = s3.config(f"app-{secrets.token_hex(4)}")
     return Settings(  # type: ignore[call-arg]
@@ -30,7 +32,9 @@ def backend_settings(s3: EmbeddedS3, database_url: str, data_dir: Path, **extra:
 
 
 @pytest.fixture
-def backend(s3_server: EmbeddedS3, database_url: str, tmp_path: Path, now: datetime) -> Iterator[StorageBackend]:
+def backend(
+    s3_server: EmbeddedS3, database_url: str, tmp_path: Path, now: datetime
+) -> Iterator[StorageBackend]:
     backend = StorageBackend(backend_settings(s3_server, database_url, tmp_path))
     backend.start(now=now)
     yield backend

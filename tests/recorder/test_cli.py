@@ -98,7 +98,8 @@ def _get_json(url: str) -> tuple[int, dict[str, object]]:
         return exc.code, json.loads(exc.read())
 
 
-def test_serve_on_embedded_defaults_then_ctrl_c(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_serve_on_embedded_defaults_then_stop(tmp_path: Path, stop_signal: signal.Signals) -> None:
     """What `make run` does: SQLite + its own SeaweedFS, ready, then a clean stop."""
     port = _free_port()
     process = subprocess.Popen(
@@ -127,7 +128,7 @@ def test_serve_on_embedded_defaults_then_ctrl_c(tmp_path: Path) -> None:
         assert weeds, "the embedded SeaweedFS runs as a child"
         assert (tmp_path / "var" / "callrec.db").exists()
         assert (tmp_path / "var" / "master.key").stat().st_mode & 0o777 == 0o600
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop_signal)
         output, _ = process.communicate(timeout=30)
     finally:
         if process.poll() is None:
@@ -139,12 +140,13 @@ def test_serve_on_embedded_defaults_then_ctrl_c(tmp_path: Path) -> None:
 
 
 def test_audit_verify_exit_codes(s3_server: EmbeddedS3, tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
     import sqlalchemy as sa
 
     from storage.audit import AuditLog
     from storage.db import create_db_engine, migrate, session_scope
     from storage.keyring import Keyring
-    from datetime import UTC, datetime
 
     master = "B" * 43 + "="
     url = f"sqlite:///{tmp_path / 'audit.db'}"

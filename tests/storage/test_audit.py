@@ -160,6 +160,7 @@ def test_wrong_anchor_key_fails(engine: Engine, now: datetime) -> None:
 
 def test_append_rolls_back_with_its_transaction(engine: Engine, now: datetime) -> None:
     audit = _fill(engine, now, 2)
+
     def failing_request() -> None:
         with session_scope(engine) as session:
             audit.append(session, kind="test.event", actor="t", now=now)

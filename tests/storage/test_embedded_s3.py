@@ -10,21 +10,24 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import psutil
 import pytest
+from botocore.exceptions import ClientError
 
 from storage.embedded_s3 import EmbeddedS3, find_weed
-from storage.errors import EmbeddedS3Error, StoreAccessDenied
+from storage.errors import EmbeddedS3Error, ObjectNotFound, StoreAccessDenied
 from storage.objectstore import ObjectStore, S3Config
 
-# Ports weed opens unless told otherwise, and our own HTTP server's default.
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
 T = TypeVar("T")
-DEFAULT_PORTS = {8080, 8333, 8888, 9333, 9340, 18080, 18333, 18888, 19333, 23646, 33646}
-
-
+# Ports weed opens unless told otherwise (gRPC at +10000), and our HTTP server's default.
+DEFAULT_PORTS = {8080, 8333, 8888, 9333, 9340, 18080, 18333, 18888, 19333, 19340, 23646, 33646}
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -197,3 +200,44 @@ def test_child_dies_with_its_parent(tmp_path: Path) -> None:
     finally:
         parent.kill()
         parent.wait()
+
+
+def test_data_dir_is_locked_while_running(s3_server: EmbeddedS3) -> None:
+    with pytest.raises(EmbeddedS3Error, match="in use by another embedded S3"):
+        new_server(s3_server.log_path.parent).start()
+
+
+def test_a_put_does_not_recreate_a_missing_bucket(s3_server: EmbeddedS3) -> None:
+    with ObjectStore.from_config(s3_server.config("never-created")) as store:
+        with pytest.raises(ObjectNotFound, match="NoSuchBucket"):
+            store.put_bytes("x", b"x", tags={})
+        with pytest.raises(ObjectNotFound):
+            store.ping()
+
+
+def test_a_non_empty_unversioned_bucket_is_not_deleted(
+    unversioned_store: ObjectStore, s3_admin: S3Client
+) -> None:
+    unversioned_store.put_bytes("x", b"x", tags={})
+    with pytest.raises(ClientError, match="BucketNotEmpty"):
+        s3_admin.delete_bucket(Bucket=unversioned_store.bucket)
+
+
+@pytest.mark.xfail(
+    strict=True, reason="SeaweedFS 4.48 deletes a versioned bucket with all its versions"
+)
+def test_a_non_empty_versioned_bucket_is_not_deleted(
+    s3_server: EmbeddedS3, s3_admin: S3Client
+) -> None:
+    with ObjectStore.from_config(s3_server.config(f"versioned-{secrets.token_hex(4)}")) as store:
+        store.ensure_bucket()
+        store.put_bytes("x", b"x", tags={})
+        try:
+            with pytest.raises(ClientError, match="BucketNotEmpty"):
+                s3_admin.delete_bucket(Bucket=store.bucket)
+        finally:
+            with suppress(ClientError):  # in case the bucket survived
+                listed = s3_admin.list_object_versions(Bucket=store.bucket)
+                for v in listed.get("Versions", []):
+                    s3_admin.delete_object(Bucket=store.bucket, Key="x", VersionId=v["VersionId"])
+                s3_admin.delete_bucket(Bucket=store.bucket)

@@ -105,7 +105,9 @@ def test_store_round_trip(
     assert _audit_kinds(engine) == ["recording.stored"]
 
 
-def test_tags_and_catalog_agree(vault: Vault, object_store: ObjectStore, engine: Engine, now: datetime) -> None:
+def test_tags_and_catalog_agree(
+    vault: Vault, object_store: ObjectStore, engine: Engine, now: datetime
+) -> None:
     recording = vault.store(_draft(now), [AUDIO], now=now)
     with Session(engine) as session:
         purposes = catalog.purposes_of(session, recording.id)
@@ -209,7 +211,9 @@ def test_failed_source_is_discarded(vault: Vault, engine: Engine, now: datetime)
     assert _audit_kinds(engine) == ["recording.discarded"]
 
 
-def test_tampered_object_never_reads(vault: Vault, object_store: ObjectStore, now: datetime) -> None:
+def test_tampered_object_never_reads(
+    vault: Vault, object_store: ObjectStore, now: datetime
+) -> None:
     recording = vault.store(_draft(now), [AUDIO], now=now)
     stored = bytearray(b"".join(object_store.get_stream(recording.object_key)))
     stored[len(stored) // 2] ^= 1
@@ -219,7 +223,9 @@ def test_tampered_object_never_reads(vault: Vault, object_store: ObjectStore, no
         _plaintext(vault, recording)
 
 
-def test_swapped_objects_do_not_decrypt(vault: Vault, object_store: ObjectStore, now: datetime) -> None:
+def test_swapped_objects_do_not_decrypt(
+    vault: Vault, object_store: ObjectStore, now: datetime
+) -> None:
     first = vault.store(_draft(now), [AUDIO], now=now)
     second = vault.store(_draft(now), [AUDIO], now=now)
     body = b"".join(object_store.get_stream(second.object_key))
