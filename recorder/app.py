@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -16,21 +17,41 @@ from prometheus_client import (
     generate_latest,
 )
 
+from consent import api as consent_api
+from consent.api import ApiContext
+from recorder import recordings
 from recorder.errors import install_error_handlers
 from storage.backend import StorageBackend
 from storage.errors import StorageError
 
 
-def create_app(backend: StorageBackend) -> FastAPI:
+def create_app(
+    backend: StorageBackend, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+) -> FastAPI:
     """Build the app around a started storage backend."""
+    settings = backend.settings
     app = FastAPI(
         title="callrec",
         summary="Call-recording consent and retention pipeline",
         version="0.1.0",
     )
-    app.state.backend = backend
+    admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
+    app.state.api_context = ApiContext(
+        engine=backend.engine,
+        audit=backend.audit,
+        keyring=backend.keyring,
+        clock=clock,
+        admin_key=admin_key,
+        sip_uri_host=f"{settings.sip_host}:{settings.sip_port}",
+    )
+    app.state.vault = backend.vault
+    app.state.upload_max_bytes = settings.upload_max_bytes
+    app.state.scratch_dir = settings.data_dir / "tmp"
+    app.state.scratch_dir.mkdir(parents=True, exist_ok=True)
     install_error_handlers(app)
     _install_metrics(app)
+    app.include_router(consent_api.router)
+    app.include_router(recordings.router)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

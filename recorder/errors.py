@@ -9,19 +9,27 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from consent import errors as consent_errors
 from storage import errors as storage_errors
 
 log = logging.getLogger(__name__)
 
 # Most specific first: the first class that matches decides.
-_STATUS: list[tuple[type[Exception], int, str]] = [
-    (storage_errors.ObjectNotFound, 404, "not_found"),
-    (storage_errors.KeyDestroyed, 410, "key_destroyed"),
-    (storage_errors.IntegrityError, 500, "integrity_error"),
-    (storage_errors.InvalidTransition, 409, "invalid_state"),
-    (storage_errors.StoreUnavailable, 503, "storage_unavailable"),
-    (storage_errors.DatabaseUnavailable, 503, "database_unavailable"),
-    (storage_errors.CallrecError, 500, "internal_error"),
+_STATUS: list[tuple[type[Exception], int]] = [
+    (consent_errors.NotFound, 404),
+    (consent_errors.AlreadyExists, 409),
+    (consent_errors.Unauthenticated, 401),
+    (consent_errors.PermissionDenied, 403),
+    (consent_errors.InvalidRequest, 422),
+    (consent_errors.PayloadTooLarge, 413),
+    (consent_errors.UnsupportedMedia, 415),
+    (consent_errors.StateConflict, 409),
+    (storage_errors.ObjectNotFound, 404),
+    (storage_errors.KeyDestroyed, 410),
+    (storage_errors.InvalidTransition, 409),
+    (storage_errors.StoreUnavailable, 503),
+    (storage_errors.DatabaseUnavailable, 503),
+    (storage_errors.CallrecError, 500),
 ]
 
 
@@ -34,12 +42,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(storage_errors.CallrecError)
     async def _callrec(_request: Request, exc: Exception) -> JSONResponse:
-        for cls, status, code in _STATUS:
-            if isinstance(exc, cls):
-                if status >= 500:
-                    log.error("%s: %s", code, exc)
-                return JSONResponse(error_body(code, str(exc)), status_code=status)
-        raise AssertionError("unreachable: CallrecError is in the table")
+        assert isinstance(exc, storage_errors.CallrecError)
+        status = next(status for cls, status in _STATUS if isinstance(exc, cls))
+        if status >= 500:
+            log.error("%s: %s", exc.code, exc)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return JSONResponse(error_body(exc.code, str(exc)), status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -20,7 +20,19 @@ has one base below it, and the edges (HTTP, SIP, CLI) translate them in one plac
 
 
 class CallrecError(Exception):
-    """Base of every error callrec raises on purpose."""
+    """Base of every error callrec raises on purpose.
+
+    ``code`` is the stable error code shown to clients; a subclass sets its default and
+    a raise site may pass a more precise one.
+    """
+
+    code = "internal_error"
+
+    def __init__(self, detail: str, *, code: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if code is not None:
+            self.code = code
 
 
 class StorageError(CallrecError):
@@ -30,42 +42,64 @@ class StorageError(CallrecError):
 class ConfigError(StorageError):
     """The configuration cannot work."""
 
+    code = "config_error"
+
 
 class DatabaseUnavailable(StorageError):
     """The database cannot be reached or refused the connection."""
+
+    code = "database_unavailable"
 
 
 class ObjectStoreError(StorageError):
     """An S3 request failed."""
 
+    code = "storage_error"
+
 
 class ObjectNotFound(ObjectStoreError):
     """The key (or the version) does not exist."""
+
+    code = "not_found"
 
 
 class StoreUnavailable(ObjectStoreError):
     """The S3 endpoint cannot be reached."""
 
+    code = "storage_unavailable"
+
 
 class StoreAccessDenied(ObjectStoreError):
     """The S3 endpoint refused the credentials or the request."""
+
+    code = "storage_access_denied"
 
 
 class BackendUnsupported(ObjectStoreError):
     """The S3 endpoint does not do something callrec relies on."""
 
+    code = "storage_unsupported"
+
 
 class EmbeddedS3Error(StorageError):
     """The embedded SeaweedFS could not be started or stopped."""
+
+    code = "embedded_s3_error"
 
 
 class IntegrityError(StorageError):
     """Ciphertext or a wrapped key failed authentication: tampered, truncated or wrong key."""
 
+    code = "integrity_error"
+
 
 class KeyDestroyed(StorageError):
     """The key was destroyed; what it protected can never be read again."""
 
+    code = "key_destroyed"
+
 
 class InvalidTransition(StorageError):
     """A recording cannot move from its current state to the one asked for."""
+
+    code = "invalid_state"

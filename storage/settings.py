@@ -44,6 +44,9 @@ class Settings(BaseSettings):
         None, description="Base64 32-byte master key; generated under DATA_DIR if unset."
     )
     admin_key: SecretStr | None = Field(None, description="Bootstrap admin API key.")
+    upload_max_bytes: int = Field(
+        512 * MIB, ge=1024, description="Largest upload accepted, bytes (413 beyond)."
+    )
     http_host: str = Field("127.0.0.1", description="HTTP listen address.")
     http_port: int = Field(8080, ge=0, le=65535, description="HTTP listen port.")
     sip_host: str = Field("127.0.0.1", description="SIPREC listen address.")

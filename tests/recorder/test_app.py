@@ -1,50 +1,10 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
-from datetime import datetime
-from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 
-from recorder.app import create_app
 from storage.backend import StorageBackend
-from storage.embedded_s3 import EmbeddedS3
-from storage.settings import Settings
-
-
-def backend_settings(
-    s3: EmbeddedS3, database_url: str, data_dir: Path, **extra: object
-) -> Settings:
-    """Settings for a backend on the test SeaweedFS and a test database."""
-    s3_config = s3.config(f"app-{secrets.token_hex(4)}")
-    return Settings(  # type: ignore[call-arg]
-        data_dir=data_dir,
-        database_url=database_url,
-        s3_endpoint_url=s3_config.endpoint_url,
-        s3_access_key_id=s3_config.access_key_id,
-        s3_secret_access_key=s3_config.secret_access_key,
-        s3_bucket=s3_config.bucket,
-        master_key=secrets.token_urlsafe(32)[:43] + "=",
-        **extra,
-    )
-
-
-@pytest.fixture
-def backend(
-    s3_server: EmbeddedS3, database_url: str, tmp_path: Path, now: datetime
-) -> Iterator[StorageBackend]:
-    backend = StorageBackend(backend_settings(s3_server, database_url, tmp_path))
-    backend.start(now=now)
-    yield backend
-    backend.stop()
-
-
-@pytest.fixture
-def client(backend: StorageBackend) -> Iterator[TestClient]:
-    with TestClient(create_app(backend), raise_server_exceptions=False) as client:
-        yield client
 
 
 def test_healthz(client: TestClient) -> None:

@@ -1,0 +1,274 @@
+"""Normalize an uploaded recording (wav, mp3, ogg, flac) to Ogg/Opus, streaming.
+
+``probe`` checks that the spooled body is the format its content type claims and
+holds one decodable audio stream; ``to_ogg_opus`` decodes it frame by frame,
+resamples to 48 kHz and encodes Opus into Ogg pages handed out as they are muxed.
+Nothing holds the whole recording, so memory stays flat whatever the length; that
+is also why pydub (which loads whole files) only builds fixtures in the tests.
+
+Channels are kept: one per party. Mono and stereo use the standard Opus mapping
+(family 0); 3 to 8 channels use family 255, independent channels with no speaker
+positions, because parties are not surround speakers.
+
+A body that ends early but decodes cleanly (a WAV whose header promises more, an
+mp3 cut short) is stored with the duration actually decoded: every sample in it is
+genuine, and refusing would lose the whole call (a warning is logged when the
+container declared more). A decoder error (a FLAC cut mid-frame, corrupt mp3 frames,
+an Ogg whose last page is cut) is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Generator, Iterator, Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal
+
+import av
+from av.audio.frame import AudioFrame
+from av.audio.resampler import AudioResampler
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "SUPPORTED_TYPES",
+    "AudioError",
+    "AudioInfo",
+    "OpusEncoding",
+    "duration_of_ogg",
+    "probe",
+    "to_ogg_opus",
+]
+
+SUPPORTED_TYPES: Mapping[str, str] = {
+    "audio/wav": "wav",
+    "audio/x-wav": "wav",
+    "audio/wave": "wav",
+    "audio/vnd.wave": "wav",
+    "audio/mpeg": "mp3",
+    "audio/mp3": "mp3",
+    "audio/ogg": "ogg",
+    "audio/opus": "ogg",
+    "audio/flac": "flac",
+    "audio/x-flac": "flac",
+}
+
+OPUS_RATE = 48_000  # RFC 7845 §4: Ogg/Opus granule positions always count 48 kHz samples
+MAX_CHANNELS = 8  # the most libopus maps into one Ogg stream
+_FRAME = 960  # 20 ms at 48 kHz: the encoder's frame size
+_ID3_MAX_TAGS = 4  # bound the sniffing loop on files that chain ID3 tags
+
+
+class AudioError(ValueError):
+    """Unusable upload; ``code`` is ``unsupported_media_type`` (415) or ``invalid_audio`` (422)."""
+
+    def __init__(
+        self, code: Literal["unsupported_media_type", "invalid_audio"], message: str
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class AudioInfo:
+    """What ``probe`` found; ``duration_s`` is what the container declares or estimates."""
+
+    format: str
+    codec: str
+    channels: int
+    sample_rate: int
+    duration_s: float
+
+
+def _invalid(message: str) -> AudioError:
+    return AudioError("invalid_audio", message)
+
+
+def _sniff(path: Path) -> str | None:
+    """The format the magic bytes announce, looking past ID3v2 tags (mp3 and flac carry them)."""
+    with path.open("rb") as body:
+        head = body.read(12)
+        for _ in range(_ID3_MAX_TAGS):
+            if not (head.startswith(b"ID3") and len(head) >= 10):
+                break
+            # ID3v2 §3.1: a 10-byte header, a syncsafe size, then a 10-byte footer if flagged.
+            size = (head[6] << 21) | (head[7] << 14) | (head[8] << 7) | head[9]
+            body.seek(body.tell() - len(head) + 10 + size + (10 if head[5] & 0x10 else 0))
+            head = body.read(12)
+    if head[:4] in (b"RIFF", b"RF64", b"BW64") and head[8:12] == b"WAVE":
+        return "wav"
+    if head.startswith(b"OggS"):
+        return "ogg"
+    if head.startswith(b"fLaC"):
+        return "flac"
+    # MPEG audio frame sync: 11 set bits, and a layer field that ADTS (AAC) leaves at zero.
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0 and head[1] & 0x06:
+        return "mp3"
+    return None
+
+
+def probe(path: Path, content_type: str) -> AudioInfo:
+    """Check the declared type against the body and find its one audio stream.
+
+    Raises ``AudioError``: ``unsupported_media_type`` for a type not in
+    ``SUPPORTED_TYPES``, ``invalid_audio`` for a body that is empty, another format,
+    undecodable, longer than zero but without samples, or with more than 8 channels.
+    """
+    declared = content_type.split(";", 1)[0].strip().lower()
+    fmt = SUPPORTED_TYPES.get(declared)
+    if fmt is None:
+        raise AudioError("unsupported_media_type", f"unsupported content type {declared!r}")
+    if path.stat().st_size == 0:
+        raise _invalid("empty body")
+    found = _sniff(path)
+    if found is None:
+        raise _invalid(f"declared {declared} but the body is not wav, mp3, ogg or flac")
+    if found != fmt:
+        raise _invalid(f"declared {declared} but the body is {found}")
+    try:
+        # The demuxer is forced: letting FFmpeg guess could pick playlist formats that
+        # open other files or URLs named inside the body.
+        with av.open(str(path), format=fmt) as container:
+            streams = container.streams.audio
+            if len(streams) != 1:
+                raise _invalid("no audio stream" if not streams else "more than one audio stream")
+            stream = streams[0]
+            if stream.channels > MAX_CHANNELS:
+                raise _invalid(f"{stream.channels} channels; at most {MAX_CHANNELS} are supported")
+            # Decode up to the first samples: proves the codec really decodes this body
+            # and turns a header-only file into a clear error.
+            if not any(frame.samples for frame in container.decode(stream)):
+                raise _invalid("zero duration: no audio samples")
+            duration = container.duration / 1_000_000 if container.duration else 0.0
+            return AudioInfo(
+                format=fmt,
+                codec=stream.codec_context.codec.canonical_name,
+                channels=stream.channels,
+                sample_rate=stream.sample_rate,
+                duration_s=duration,
+            )
+    except av.FFmpegError as exc:
+        raise _invalid(f"undecodable {fmt}: {exc.strerror or exc}") from exc
+
+
+class _Pieces:
+    """A write-only file for the muxer: collects what it writes until drained."""
+
+    def __init__(self) -> None:
+        self._pieces: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self._pieces.append(bytes(data))
+        return len(data)
+
+    def drain(self) -> list[bytes]:
+        pieces, self._pieces = self._pieces, []
+        return pieces
+
+
+class OpusEncoding:
+    """The Ogg/Opus encoding of one upload: iterate for the bytes, in pieces.
+
+    Each iteration decodes and encodes the file afresh. Once one has run to the end,
+    ``duration_s`` holds the duration actually decoded (``None`` until then); a body
+    that stops decoding raises ``AudioError(invalid_audio)`` mid-iteration.
+    """
+
+    def __init__(self, path: Path, info: AudioInfo, bitrate_per_channel: int) -> None:
+        self.path = path
+        self.info = info
+        self.bit_rate = bitrate_per_channel * info.channels
+        self.duration_s: float | None = None
+
+    def __iter__(self) -> Generator[bytes, None, None]:
+        self.duration_s = None
+        sink, samples = _Pieces(), 0
+        with av.open(sink, mode="w", format="ogg") as output:
+            options = {"application": "voip"}  # tuned for speech; VBR is the default
+            if self.info.channels > 2:
+                options["mapping_family"] = "255"
+            stream = output.add_stream("libopus", rate=OPUS_RATE, options=options)
+            stream.layout, stream.format = f"{self.info.channels}c", "flt"
+            stream.bit_rate = self.bit_rate
+            for frame in self._resampled():
+                frame.pts, frame.time_base = samples, Fraction(1, OPUS_RATE)
+                samples += frame.samples
+                output.mux(stream.encode(frame))
+                yield from sink.drain()
+            if samples == 0:
+                raise _invalid("no audio samples decoded")
+            output.mux(stream.encode(None))
+        yield from sink.drain()  # closing the muxer wrote the last page
+        self.duration_s = samples / OPUS_RATE
+        if self.info.duration_s - self.duration_s > 0.1:
+            log.warning(
+                "upload ends early: %.2f s of %.2f s", self.duration_s, self.info.duration_s
+            )
+
+    def _resampled(self) -> Iterator[AudioFrame]:
+        """Decoded frames as 48 kHz float in encoder-sized frames, same channel count."""
+        layout, decoded = f"{self.info.channels}c", 0.0
+        resampler: AudioResampler | None = None
+        source: tuple[str, str, int] | None = None
+        try:
+            with av.open(str(self.path), format=self.info.format) as container:
+                for frame in container.decode(container.streams.audio[0]):
+                    if frame.layout.nb_channels != self.info.channels:
+                        raise _invalid(f"channel count changes at {decoded:.1f} s")
+                    shape = (frame.format.name, frame.layout.name, frame.sample_rate)
+                    if resampler is None or shape != source:
+                        # A rate change mid-stream (concatenated files) needs a fresh
+                        # resampler; flush the old one first.
+                        if resampler is not None:
+                            yield from resampler.resample(None)
+                        resampler = AudioResampler("flt", layout, OPUS_RATE, frame_size=_FRAME)
+                        source = shape
+                    decoded += frame.samples / frame.sample_rate
+                    yield from resampler.resample(frame)
+                if resampler is not None:
+                    yield from resampler.resample(None)
+        except av.FFmpegError as exc:
+            message = f"truncated or corrupt audio: decoding failed at {decoded:.1f} s"
+            raise _invalid(message) from exc
+
+
+def to_ogg_opus(path: Path, info: AudioInfo, *, bitrate_per_channel: int = 32_000) -> OpusEncoding:
+    """Encode a probed upload to Ogg/Opus at 48 kHz, VBR, ``bitrate_per_channel`` per channel.
+
+    Returns an ``OpusEncoding``: an iterable of output pieces (one decode, one
+    encode, bounded memory) whose ``duration_s`` is filled once fully iterated.
+    """
+    return OpusEncoding(path, info, bitrate_per_channel)
+
+
+def duration_of_ogg(data_or_path: bytes | Path) -> float:
+    """Duration of an Ogg/Opus stream: last granule position minus pre-skip, at 48 kHz.
+
+    Reads only the head and the last page of a file. Raises ``ValueError`` if the
+    data is not a complete Ogg/Opus stream.
+    """
+    # RFC 3533 §6: a page is at most 27 + 255 + 255 * 255 bytes.
+    max_page = 27 + 255 + 255 * 255
+    if isinstance(data_or_path, Path):
+        with data_or_path.open("rb") as body:
+            head = body.read(4096)
+            body.seek(max(0, body.seek(0, 2) - max_page))
+            tail = body.read()
+    else:
+        head, tail = data_or_path[:4096], data_or_path[-max_page:]
+    at = head.find(b"OpusHead")
+    if not head.startswith(b"OggS") or at < 0 or len(head) < at + 12:
+        raise ValueError("not an Ogg/Opus stream")
+    pre_skip = int.from_bytes(head[at + 10 : at + 12], "little")  # RFC 7845 §5.1
+    start = len(tail)
+    while (start := tail.rfind(b"OggS", 0, start)) >= 0:
+        # Only the real last page ends exactly at the end of the data.
+        count = tail[start + 26] if start + 27 <= len(tail) else -1
+        segments = tail[start + 27 : start + 27 + count]
+        if len(segments) == count and start + 27 + count + sum(segments) == len(tail):
+            granule = int.from_bytes(tail[start + 6 : start + 14], "little", signed=True)
+            if granule >= 0:
+                return max(0, granule - pre_skip) / OPUS_RATE
+    raise ValueError("Ogg/Opus stream has no final page")

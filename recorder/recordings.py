@@ -1,0 +1,253 @@
+"""Recordings over HTTP: the platform's upload, and reading back (every read audited)."""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+from pydantic import BaseModel
+from sqlmodel import Session, select
+from starlette.background import BackgroundTask
+
+from consent import calls
+from consent.api import ApiContext, Context, allow, tenant_of
+from consent.apikeys import Principal, Role
+from consent.errors import (
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    StateConflict,
+    UnsupportedMedia,
+)
+from recorder import audio
+from storage import catalog
+from storage.catalog import Recording, RecordingState
+from storage.vault import RecordingDraft, Vault
+
+router = APIRouter(prefix="/v1", tags=["recordings"])
+
+Reader = Annotated[Principal, Depends(allow(Role.CLIENT_ADMIN, Role.COMPLIANCE))]
+
+
+class RecordingPublic(BaseModel):
+    id: str
+    client_id: str
+    call_id: str
+    decision_id: str | None
+    channel: str
+    codec: str
+    container: str
+    channels: int
+    state: str
+    purposes: dict[str, datetime]
+    legal_hold: bool
+    duration_s: float | None
+    size: int | None
+    sha256: str | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    created_at: datetime
+
+
+class RecordingList(BaseModel):
+    items: list[RecordingPublic]
+    next: str | None
+
+
+def to_public(session: Session, recording: Recording) -> RecordingPublic:
+    return RecordingPublic(
+        **recording.model_dump(include=set(RecordingPublic.model_fields) - {"purposes", "state"}),
+        state=recording.state,
+        purposes=catalog.purposes_of(session, recording.id),
+    )
+
+
+def get_vault(request: Request) -> Vault:
+    vault: Vault = request.app.state.vault
+    return vault
+
+
+VaultDep = Annotated[Vault, Depends(get_vault)]
+
+
+def _check_call_allows_audio(session: Session, client_id: str, call_id: str) -> calls.CallDecision:
+    call = calls.get_call(session, client_id=client_id, call_id=call_id)
+    if not call.record and not call.awaiting_caller_consent:
+        raise StateConflict(
+            f"call {call_id} may not be recorded ({call.reason})", code="recording_not_allowed"
+        )
+    if call.awaiting_caller_consent:
+        raise StateConflict(
+            f"call {call_id} still waits for the caller's consent", code="awaiting_caller_consent"
+        )
+    if call.state == calls.CallState.OPTED_OUT:
+        raise StateConflict(f"the caller opted out of call {call_id}", code="caller_opted_out")
+    existing = session.exec(
+        select(Recording).where(
+            Recording.client_id == client_id,
+            Recording.call_id == call_id,
+            Recording.state != RecordingState.FAILED,
+        )
+    ).first()
+    if existing is not None:
+        raise StateConflict(
+            f"call {call_id} already has recording {existing.id}", code="recording_exists"
+        )
+    return call
+
+
+@router.put(
+    "/calls/{call_id}/recording",
+    status_code=status.HTTP_201_CREATED,
+    responses={202: {"description": "accepted; stored once S3 is back"}},
+)
+async def upload_recording(
+    call_id: str,
+    request: Request,
+    response: Response,
+    context: Context,
+    vault: VaultDep,
+    principal: Annotated[Principal, Depends(allow(Role.INTEGRATOR))],
+) -> RecordingPublic:
+    """Upload audio the platform recorded (wav, mp3, ogg, flac); stored as Ogg/Opus."""
+    client_id = tenant_of(principal)
+    content_type = request.headers.get("content-type", "")
+    limit: int = request.app.state.upload_max_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the upload is over the {limit}-byte limit")
+    with context.read() as session:
+        call = _check_call_allows_audio(session, client_id, call_id)
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type not in audio.SUPPORTED_TYPES:
+        accepted = ", ".join(sorted(audio.SUPPORTED_TYPES))
+        raise UnsupportedMedia(f"content type {media_type or '(none)'} is not one of {accepted}")
+    with tempfile.NamedTemporaryFile(dir=request.app.state.scratch_dir, suffix=".upload") as body:
+        size = 0
+        async for piece in request.stream():
+            size += len(piece)
+            if size > limit:
+                raise PayloadTooLarge(f"the upload is over the {limit}-byte limit")
+            body.write(piece)
+        body.flush()
+        recording = await run_in_threadpool(
+            _store_upload, context, vault, call, Path(body.name), content_type
+        )
+    if recording.state != RecordingState.STORED:
+        response.status_code = status.HTTP_202_ACCEPTED
+    with context.read() as session:
+        return to_public(session, recording)
+
+
+def _store_upload(
+    context: ApiContext, vault: Vault, call: calls.CallDecision, path: Path, content_type: str
+) -> Recording:
+    try:
+        info = audio.probe(path, content_type)
+    except audio.AudioError as exc:
+        if exc.code == "unsupported_media_type":
+            raise UnsupportedMedia(str(exc)) from exc
+        raise InvalidRequest(str(exc), code="invalid_audio") from exc
+    now = context.clock()
+    draft = RecordingDraft(
+        client_id=call.client_id,
+        call_id=call.call_id,
+        decision_id=call.id,
+        channel="upload",
+        codec="opus",
+        container="ogg",
+        channels=info.channels,
+        purposes=call.purpose_expiries(),
+        started_at=now,
+    )
+    encoding = audio.to_ogg_opus(path, info)
+    writer = vault.begin(draft, now=now)
+    try:
+        for piece in encoding:
+            writer.write(piece)
+    except audio.AudioError as exc:
+        vault.discard(writer, reason=f"invalid audio: {exc}", now=context.clock())
+        raise InvalidRequest(str(exc), code="invalid_audio") from exc
+    except BaseException:
+        vault.discard(writer, reason="upload failed", now=context.clock())
+        raise
+    return vault.finish(writer, now=context.clock(), duration_s=encoding.duration_s)
+
+
+@router.get("/recordings")
+def list_recordings(
+    context: Context,
+    principal: Reader,
+    client_id: str | None = None,
+    cursor: Annotated[str | None, Query(max_length=40)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> RecordingList:
+    """List recordings: a client's own, or any for compliance (filter with `client_id`)."""
+    if principal.client_id is not None:
+        if client_id not in (None, principal.client_id):
+            raise NotFound(f"no client {client_id}")
+        client_id = principal.client_id
+    with context.read() as session:
+        rows = catalog.list_recordings(session, client_id=client_id, after=cursor, limit=limit)
+        items = [to_public(session, r) for r in rows]
+    return RecordingList(items=items, next=items[-1].id if len(items) == limit else None)
+
+
+def _visible(session: Session, principal: Principal, recording_id: str) -> Recording:
+    recording = catalog.get_recording(session, recording_id, client_id=principal.client_id)
+    if recording is None:
+        raise NotFound(f"no recording {recording_id}", code="unknown_recording")
+    return recording
+
+
+@router.get("/recordings/{recording_id}")
+def get_recording(recording_id: str, context: Context, principal: Reader) -> RecordingPublic:
+    """One recording's metadata."""
+    with context.read() as session:
+        return to_public(session, _visible(session, principal, recording_id))
+
+
+@router.get(
+    "/recordings/{recording_id}/audio",
+    response_class=FileResponse,
+    responses={200: {"content": {"audio/ogg": {}}}},
+)
+def get_audio(
+    recording_id: str, request: Request, context: Context, vault: VaultDep, principal: Reader
+) -> FileResponse:
+    """The decrypted audio; every read is written to the audit log."""
+    with context.read() as session:
+        recording = _visible(session, principal, recording_id)
+    if recording.state == RecordingState.RESTRICTED:
+        raise StateConflict(f"recording {recording_id} is restricted", code="recording_restricted")
+    if recording.state != RecordingState.STORED:
+        raise StateConflict(f"recording {recording_id} is {recording.state}", code="not_stored")
+    scratch_dir = request.app.state.scratch_dir
+    scratch = tempfile.NamedTemporaryFile(dir=scratch_dir, suffix=".read", delete=False)  # noqa: SIM115
+    try:
+        with scratch:
+            vault.read(recording, scratch)  # authenticated in full before a byte is served
+        with context.write() as session:
+            context.audit.append(
+                session,
+                kind="recording.accessed",
+                actor=principal.actor,
+                now=context.clock(),
+                client_id=recording.client_id,
+                subject=recording.id,
+                data={"role": principal.role, "sha256": recording.sha256},
+            )
+    except BaseException:
+        Path(scratch.name).unlink(missing_ok=True)
+        raise
+    return FileResponse(
+        scratch.name,
+        media_type=f"audio/{recording.container}",
+        filename=f"{recording.id}.{recording.container}",
+        background=BackgroundTask(Path(scratch.name).unlink, missing_ok=True),
+    )
