@@ -34,7 +34,7 @@ from consent.jurisdiction import DEFAULT_RULES, RuleBook
 CLIENTS = 10_000
 GRANTS_PER_CLIENT = 10
 CALLS = 200_000
-RUNS = 5
+RUNS = 3
 TARGET = 20_000.0
 SEED = 20261128
 NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
@@ -56,15 +56,18 @@ def _subset(rng: random.Random, items: tuple[T, ...], full: float) -> frozenset[
     return frozenset(rng.sample(items, rng.randint(1, len(items))))
 
 
-def _grant(rng: random.Random, client_id: str, index: int) -> Grant:
+def _grant(rng: random.Random, client_id: str, index: int, fate: str) -> Grant:
     valid_from = NOW - timedelta(days=rng.randint(1, 700))
     if rng.random() < 0.05:
         valid_from = NOW + timedelta(days=rng.randint(1, 30))  # not yet in force
     valid_until = None
     if rng.random() < 0.4:
         valid_until = valid_from + timedelta(days=rng.randint(30, 900))  # some have ended
+    if fate == "expired":
+        valid_from = NOW - timedelta(days=rng.randint(400, 700))
+        valid_until = valid_from + timedelta(days=rng.randint(30, 399))
     revoked_at = None
-    if rng.random() < 0.05:
+    if rng.random() < 0.05 or fate == "revoked":
         revoked_at = NOW - timedelta(days=rng.randint(0, 100))
     return Grant(
         id=f"{client_id}-g{index}",
@@ -85,10 +88,12 @@ def _clients(rng: random.Random, phones: list[str]) -> dict[str, ClientConsent]:
     for n in range(CLIENTS):
         client_id = f"client-{n}"
         objections = frozenset(rng.sample(phones, 5)) if rng.random() < 0.05 else frozenset()
+        # A few clients whose every grant has been revoked or has run out.
+        fate = rng.choices(("mixed", "revoked", "expired"), (98, 1, 1))[0]
         clients[client_id] = ClientConsent(
             client_id=client_id,
             active=rng.random() < 0.98,
-            grants=tuple(_grant(rng, client_id, i) for i in range(GRANTS_PER_CLIENT)),
+            grants=tuple(_grant(rng, client_id, i, fate) for i in range(GRANTS_PER_CLIENT)),
             retention_days={p: rng.randint(7, 365) for p in PURPOSES},
             objections=objections,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from storage.audit import AuditLog
 from storage.db import session_scope
 from storage.errors import DatabaseUnavailable
 from storage.keyring import Keyring
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -384,15 +387,19 @@ def _decision_public(context: ApiContext, row: calls.CallDecision) -> DecisionPu
 
 
 @router.post("/calls", tags=["calls"])
-def call_hook(body: calls.CallRequest, context: Context, principal: Integrator) -> DecisionPublic:
+def call_hook(
+    body: calls.CallRequest,
+    context: Context,
+    authorization: Annotated[str | None, Header()] = None,
+) -> DecisionPublic:
     """Ask, at call setup, whether this call may be recorded (fails closed)."""
     now = context.clock()
-    client_id = tenant_of(principal)
     try:
+        principal = allow(Role.INTEGRATOR)(authenticate(context, authorization))
         with context.write() as session:
             row = calls.ask(
                 session,
-                client_id=client_id,
+                client_id=tenant_of(principal),
                 request=body,
                 phone_key=context.phone_key,
                 actor=principal.actor,
@@ -401,23 +408,29 @@ def call_hook(body: calls.CallRequest, context: Context, principal: Integrator) 
             )
             return _decision_public(context, row)
     except (sa.exc.SQLAlchemyError, DatabaseUnavailable):
-        # Fail closed: consent that cannot be read is consent that was not given.
-        decision = unavailable()
-        return DecisionPublic(
-            decision_id="",
-            call_id=body.call_id,
-            record=False,
-            reason=decision.reason,
-            purposes=[],
-            expires={},
-            announcement_required=False,
-            awaiting_caller_consent=False,
-            rule=decision.rule,
-            rule_jurisdiction=None,
-            grant_id=None,
-            grant_version=None,
-            state="open",
-        )
+        # Fail closed: consent that cannot be read is consent that was not given, and
+        # the answer is a plain "do not record", never an error a platform might ignore.
+        log.error("consent unavailable for call %s: answering do-not-record", body.call_id)
+        return _unavailable(body.call_id)
+
+
+def _unavailable(call_id: str) -> DecisionPublic:
+    decision = unavailable()
+    return DecisionPublic(
+        decision_id="",
+        call_id=call_id,
+        record=False,
+        reason=decision.reason,
+        purposes=[],
+        expires={},
+        announcement_required=False,
+        awaiting_caller_consent=False,
+        rule=decision.rule,
+        rule_jurisdiction=None,
+        grant_id=None,
+        grant_version=None,
+        state="open",
+    )
 
 
 @router.post("/calls/{call_id}/caller-consent", tags=["calls"])

@@ -130,7 +130,7 @@ def revoke_key(
 
 
 def list_keys(session: Session, *, client_id: str | None = None) -> list[ApiKey]:
-    query = select(ApiKey).order_by(ApiKey.id)  # type: ignore[arg-type]
+    query = select(ApiKey).order_by(ApiKey.id)
     if client_id is not None:
         query = query.where(ApiKey.client_id == client_id)
     return list(session.exec(query))

@@ -12,6 +12,7 @@ import logging
 import re
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -25,7 +26,7 @@ from consent.domain import CallFacts, Channel, ClientConsent, Decision, Directio
 from consent.errors import NotFound, StateConflict
 from consent.jurisdiction import normalize_jurisdiction
 from consent.objections import objections_of
-from consent.phones import hash_phone
+from consent.phones import hash_phone, normalize_phone
 from storage.audit import AuditLog
 from storage.ids import new_id
 from storage.types import UTCDateTime
@@ -68,6 +69,11 @@ class CallRequest(BaseModel):
         if not _CALL_ID.match(value):
             raise ValueError("1-200 characters among letters, digits and ._:@+-")
         return value
+
+    @field_validator("from_", "to")
+    @classmethod
+    def _phone(cls, value: str) -> str:
+        return normalize_phone(value)
 
     @field_validator("jurisdiction")
     @classmethod
@@ -263,7 +269,7 @@ def get_call(session: Session, *, client_id: str, call_id: str) -> CallDecision:
     return row
 
 
-def _decision_fields(decision: Decision) -> dict[str, object]:
+def _decision_fields(decision: Decision) -> dict[str, Any]:
     return {
         "record": decision.record,
         "reason": decision.reason,

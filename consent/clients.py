@@ -89,7 +89,7 @@ def get_client(session: Session, client_id: str) -> Client:
 
 
 def list_clients(session: Session) -> list[Client]:
-    return list(session.exec(select(Client).order_by(Client.id)))  # type: ignore[arg-type]
+    return list(session.exec(select(Client).order_by(Client.id)))
 
 
 def offboard_client(

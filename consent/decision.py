@@ -10,6 +10,14 @@ Precedence, first match wins: ``unknown_client``, ``client_inactive``,
 ``subject_objection``, ``consent_revoked`` / ``consent_expired`` / ``no_consent``,
 ``out_of_scope``, ``purpose_not_granted``, then the jurisdiction rule:
 ``announcement_required``, ``awaiting_caller_consent`` or ``recorded``.
+
+Choosing the grant: among the live grants whose scope covers the call's direction and
+channel, one grant must give every purpose asked for (purposes are never pieced
+together from several grants); with no purposes asked for, the grant giving the most
+recordable purposes wins. Under an all-party rule a grant with an announcement notice
+comes first, since only it lets the caller be asked. Remaining ties go to the highest
+version, then the latest ``valid_from``, then the smallest id, so that the same
+ledger always gives the same answer.
 """
 
 from __future__ import annotations
@@ -55,38 +63,53 @@ def decide(
 
     rule = fired[0]
     requested = call.purposes
+    recordable = client.recordable
     # Purposes asked for must all have a retention (fail closed); asking for none
     # gives nothing.
-    requested_ok = requested is None or (bool(requested) and requested <= client.recordable)
+    requested_ok = requested is None or (bool(requested) and requested <= recordable)
     # Under an all-party rule only a grant with an announcement lets the platform ask
     # the caller, so such a grant is preferred over any other that would do.
     prefer_announcement = rule is Rule.ALL_PARTY
-    scope = (call.direction, call.channel)
+    direction, channel = call.direction, call.channel
     any_live = any_in_scope = False
     chosen: Grant | None = None
-    chosen_purposes: frozenset[str] = frozenset()
-    best = 0
-    # One pass in preference order (see ClientConsent.ranked): among grants of equal
-    # score, the first one met wins.
-    for grant, usable in client.ranked:
-        if not grant.valid_from <= now < grant.ends:
+    chosen_key: tuple[bool, int, int, datetime] | None = None
+    # One pass over the client's few grants: is any live, is any in scope, and which
+    # one to record under (see "Choosing the grant" above).
+    for grant in client.grants:
+        revoked_at = grant.revoked_at
+        if revoked_at is not None and revoked_at <= now:
+            continue  # a revocation stops recording at once
+        valid_until = grant.valid_until
+        if (valid_until is not None and valid_until <= now) or grant.valid_from > now:
             continue
         any_live = True
-        if scope not in grant.scope:
+        if direction not in grant.directions or channel not in grant.channels:
             continue
         any_in_scope = True
         if not requested_ok:
             continue
         if requested is None:
-            score = len(usable)  # without a request, the most recordable purposes win
+            count = len(grant.purposes & recordable)
+            if not count:
+                continue
         elif requested <= grant.purposes:
-            score = 1  # every grant covering the request gives the same purposes
+            count = 0  # every grant covering the request gives the same purposes
         else:
             continue
-        if prefer_announcement and grant.notice is Notice.ANNOUNCEMENT:
-            score += _PREFERRED
-        if score > best:
-            chosen, chosen_purposes, best = grant, usable, score
+        key = (
+            prefer_announcement and grant.notice is Notice.ANNOUNCEMENT,
+            count,
+            grant.version,
+            grant.valid_from,
+        )
+        if (
+            chosen is None
+            or chosen_key is None
+            or key > chosen_key
+            or (key == chosen_key and grant.id < chosen.id)
+        ):
+            chosen, chosen_key = grant, key
 
     if not any_live:
         return _refuse(_why_not_live(client.grants, now), fired)
@@ -100,7 +123,7 @@ def decide(
         return _refuse(Reason.ANNOUNCEMENT_REQUIRED, fired, chosen)
 
     retention = client.retention
-    purposes = chosen_purposes if requested is None else requested
+    purposes = chosen.purposes & recordable if requested is None else requested
     # Sorted so that the stored and returned purposes read the same on every run.
     expiries = MappingProxyType({p: now + retention[p] for p in sorted(purposes)})
     awaiting = prefer_announcement
@@ -116,10 +139,6 @@ def decide(
         announcement_required=awaiting or chosen.notice is Notice.ANNOUNCEMENT,
         awaiting_caller_consent=awaiting,
     )
-
-
-# Outweighs any number of purposes: the notice preference comes first.
-_PREFERRED = 1 << 20
 
 
 def _refuse(reason: Reason, fired: RuleOutcome, grant: Grant | None = None) -> Decision:

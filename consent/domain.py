@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from types import MappingProxyType
 
@@ -68,11 +68,6 @@ class Reason(StrEnum):
 JURISDICTION_CODE = re.compile(r"[A-Z]{2}(-[A-Z0-9]{1,3})?")
 
 
-# Stands for "no end": far enough to never be reached, near enough to compare safely
-# with a datetime in any offset.
-_FOREVER = datetime(9999, 1, 1, tzinfo=UTC)
-
-
 def _require_aware(name: str, value: datetime | None) -> None:
     if value is not None and value.utcoffset() is None:
         raise ValueError(f"{name} must be timezone-aware, got {value.isoformat()}")
@@ -97,11 +92,6 @@ class Grant:
     valid_from: datetime
     valid_until: datetime | None
     revoked_at: datetime | None
-    # Derived once so that checking a grant at call setup is two comparisons and one
-    # set look-up: the end of its life (expiry or revocation, whichever comes first)
-    # and the (direction, channel) pairs it covers.
-    ends: datetime = field(init=False, repr=False, compare=False)
-    scope: frozenset[tuple[Direction, Channel]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -116,14 +106,6 @@ class Grant:
         _require_aware("revoked_at", self.revoked_at)
         if self.valid_until is not None and self.valid_until <= self.valid_from:
             raise ValueError(f"grant {self.id}: valid_until must be after valid_from")
-        ends = [t for t in (self.valid_until, self.revoked_at) if t is not None]
-        object.__setattr__(self, "ends", min(ends, default=_FOREVER))
-        scope = frozenset((d, c) for d in self.directions for c in self.channels)
-        object.__setattr__(self, "scope", scope)
-
-    def is_live(self, now: datetime) -> bool:
-        """In force at ``now``: started, not expired, not revoked."""
-        return self.valid_from <= now < self.ends
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +125,6 @@ class ClientConsent:
     # Derived once per snapshot rather than on every call: decide() runs per call setup.
     retention: Mapping[str, timedelta] = field(init=False, repr=False, compare=False)
     recordable: frozenset[str] = field(init=False, repr=False, compare=False)
-    ranked: tuple[tuple[Grant, frozenset[str]], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         days = dict(self.retention_days)
@@ -156,15 +137,7 @@ class ClientConsent:
         object.__setattr__(self, "retention_days", MappingProxyType(days))
         deltas = {purpose: timedelta(days=count) for purpose, count in days.items()}
         object.__setattr__(self, "retention", MappingProxyType(deltas))
-        recordable = frozenset(days)
-        object.__setattr__(self, "recordable", recordable)
-        # Grants in the order decide() prefers them among equals: highest version, then
-        # latest valid_from, then smallest id (Python's sort is stable, reversed too),
-        # each with the purposes of it that have a retention and so can be recorded.
-        by_id = sorted(self.grants, key=lambda g: g.id)
-        ranked = sorted(by_id, key=lambda g: (g.version, g.valid_from), reverse=True)
-        pairs = tuple((g, g.purposes & recordable) for g in ranked)
-        object.__setattr__(self, "ranked", pairs)
+        object.__setattr__(self, "recordable", frozenset(days))
 
 
 @dataclass(frozen=True, slots=True)

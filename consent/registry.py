@@ -77,7 +77,7 @@ def rule_book(session: Session) -> RuleBook:
     rows = session.exec(select(JurisdictionRuleRow))
     return RuleBook(
         JurisdictionRule(
-            jurisdiction=r.jurisdiction, rule=r.rule, version=r.version, reference=r.reference
+            jurisdiction=r.jurisdiction, rule=Rule(r.rule), version=r.version, reference=r.reference
         )
         for r in rows
     )

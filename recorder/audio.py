@@ -29,34 +29,19 @@ from typing import Literal
 import av
 from av.audio.frame import AudioFrame
 from av.audio.resampler import AudioResampler
+from av.container import InputContainer
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "SUPPORTED_TYPES",
-    "AudioError",
-    "AudioInfo",
-    "OpusEncoding",
-    "duration_of_ogg",
-    "probe",
-    "to_ogg_opus",
-]
-
 SUPPORTED_TYPES: Mapping[str, str] = {
-    "audio/wav": "wav",
-    "audio/x-wav": "wav",
-    "audio/wave": "wav",
-    "audio/vnd.wave": "wav",
-    "audio/mpeg": "mp3",
-    "audio/mp3": "mp3",
-    "audio/ogg": "ogg",
-    "audio/opus": "ogg",
-    "audio/flac": "flac",
-    "audio/x-flac": "flac",
+    **dict.fromkeys(("audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"), "wav"),
+    **dict.fromkeys(("audio/mpeg", "audio/mp3"), "mp3"),
+    **dict.fromkeys(("audio/ogg", "audio/opus"), "ogg"),
+    **dict.fromkeys(("audio/flac", "audio/x-flac"), "flac"),
 }
 
 OPUS_RATE = 48_000  # RFC 7845 §4: Ogg/Opus granule positions always count 48 kHz samples
-MAX_CHANNELS = 8  # the most libopus maps into one Ogg stream
+MAX_CHANNELS = 8  # one per party; RFC 7845 channel mapping family 1 also stops at 8
 _FRAME = 960  # 20 ms at 48 kHz: the encoder's frame size
 _ID3_MAX_TAGS = 4  # bound the sniffing loop on files that chain ID3 tags
 
@@ -109,6 +94,13 @@ def _sniff(path: Path) -> str | None:
     return None
 
 
+def _open(path: Path, fmt: str) -> InputContainer:
+    # The demuxer is forced: letting FFmpeg guess could pick playlist formats that open
+    # other files or URLs named inside the body. Tags are never used, so tag bytes that
+    # are not UTF-8 must not fail an upload.
+    return av.open(str(path), mode="r", format=fmt, metadata_errors="replace")
+
+
 def probe(path: Path, content_type: str) -> AudioInfo:
     """Check the declared type against the body and find its one audio stream.
 
@@ -128,9 +120,7 @@ def probe(path: Path, content_type: str) -> AudioInfo:
     if found != fmt:
         raise _invalid(f"declared {declared} but the body is {found}")
     try:
-        # The demuxer is forced: letting FFmpeg guess could pick playlist formats that
-        # open other files or URLs named inside the body.
-        with av.open(str(path), format=fmt) as container:
+        with _open(path, fmt) as container:
             streams = container.streams.audio
             if len(streams) != 1:
                 raise _invalid("no audio stream" if not streams else "more than one audio stream")
@@ -213,7 +203,7 @@ class OpusEncoding:
         resampler: AudioResampler | None = None
         source: tuple[str, str, int] | None = None
         try:
-            with av.open(str(self.path), format=self.info.format) as container:
+            with _open(self.path, self.info.format) as container:
                 for frame in container.decode(container.streams.audio[0]):
                     if frame.layout.nb_channels != self.info.channels:
                         raise _invalid(f"channel count changes at {decoded:.1f} s")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -48,6 +49,12 @@ def install_error_handlers(app: FastAPI) -> None:
             log.error("%s: %s", exc.code, exc)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return JSONResponse(error_body(exc.code, str(exc)), status_code=status, headers=headers)
+
+    @app.exception_handler(sa.exc.DBAPIError)
+    async def _database(_request: Request, exc: Exception) -> JSONResponse:
+        log.error("database error: %s", str(exc).splitlines()[0])
+        body = error_body("database_unavailable", "the database cannot be reached")
+        return JSONResponse(body, status_code=503)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

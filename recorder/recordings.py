@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, BinaryIO, cast
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
@@ -231,7 +231,7 @@ def get_audio(
     scratch = tempfile.NamedTemporaryFile(dir=scratch_dir, suffix=".read", delete=False)  # noqa: SIM115
     try:
         with scratch:
-            vault.read(recording, scratch)  # authenticated in full before a byte is served
+            vault.read(recording, cast(BinaryIO, scratch))  # authenticated in full before a byte is served
         with context.write() as session:
             context.audit.append(
                 session,

@@ -7,9 +7,7 @@ so callers never see a boto type.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,16 +21,15 @@ from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from storage.errors import ObjectNotFound, ObjectStoreError, StoreAccessDenied, StoreUnavailable
+from storage.multipart import MAX_PARTS, MIN_PART, PartUploader
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef, ObjectIdentifierTypeDef
 
 log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
-_MIN_PART = 5 * MIB  # S3 rejects smaller parts, except the last
-_MAX_PARTS = 10_000
 _DELETE_BATCH = 1000  # DeleteObjects limit
 _ACCESS_CODES = {"AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "403"}
 _MISSING_CODES = {"NoSuchKey", "NoSuchVersion", "NoSuchBucket", "NotFound", "404"}
@@ -260,76 +257,68 @@ class ObjectStore:
         At most ``concurrency`` parts are in memory at once, so memory stays bounded
         whatever the file size. A failed multipart upload is aborted.
         """
-        if part_size < _MIN_PART or concurrency < 1:
-            raise ValueError(f"part_size must be >= {_MIN_PART} and concurrency >= 1")
-        with path.open("rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            if size <= part_size:
-                return self.put_bytes(key, fh.read(), tags=tags)
-            part_size = max(part_size, -(-size // _MAX_PARTS))
-            with _translate("create_multipart_upload", key):
-                upload_id = self._s3.create_multipart_upload(
-                    Bucket=self.bucket, Key=key, **_tagging(tags)
-                )["UploadId"]
-            try:
-                parts = self._upload_parts(
-                    key,
-                    upload_id,
-                    fd=fh.fileno(),
-                    size=size,
-                    part_size=part_size,
-                    concurrency=concurrency,
-                )
-                with _translate("complete_multipart_upload", key):
-                    resp = self._s3.complete_multipart_upload(
-                        Bucket=self.bucket,
-                        Key=key,
-                        UploadId=upload_id,
-                        MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
-                    )
-            except BaseException:
-                self._abort(key, upload_id)
-                raise
+        if part_size < MIN_PART or concurrency < 1:
+            raise ValueError(f"part_size must be >= {MIN_PART} and concurrency >= 1")
+        size = path.stat().st_size
+        if size <= part_size:
+            return self.put_bytes(key, path.read_bytes(), tags=tags)
+        uploader = PartUploader(
+            self,
+            key,
+            path=path,
+            tags=tags,
+            part_size=max(part_size, -(-size // MAX_PARTS)),
+            concurrency=concurrency,
+        )
+        uploader.extend(size)
+        return uploader.complete(size)
+
+    def create_upload(self, key: str, *, tags: Mapping[str, str]) -> str:
+        """Start a multipart upload of ``key`` carrying ``tags``; return its upload id."""
+        with _translate("create_multipart_upload", key):
+            resp = self._s3.create_multipart_upload(Bucket=self.bucket, Key=key, **_tagging(tags))
+        return resp["UploadId"]
+
+    def upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> str:
+        """Send part ``number`` (from 1) of an upload; return its ETag."""
+        with _translate("upload_part", key):
+            resp = self._s3.upload_part(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
+            )
+        return resp["ETag"]
+
+    def complete_upload(
+        self, key: str, upload_id: str, etags: Sequence[str], *, size: int
+    ) -> PutResult:
+        """Join the parts (ETags in part order) into the object; ``size`` is its length."""
+        parts: list[CompletedPartTypeDef] = [
+            {"PartNumber": number, "ETag": etag} for number, etag in enumerate(etags, 1)
+        ]
+        with _translate("complete_multipart_upload", key):
+            resp = self._s3.complete_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
         return PutResult(resp.get("VersionId"), size, _strip(resp.get("ETag", "")))
 
-    def _upload_parts(
-        self, key: str, upload_id: str, *, fd: int, size: int, part_size: int, concurrency: int
-    ) -> list[dict[str, Any]]:
-        def send(number: int) -> dict[str, Any]:
-            offset = (number - 1) * part_size
-            want = min(part_size, size - offset)
-            data = os.pread(fd, want, offset)  # read in the worker: memory stays bounded
-            if len(data) != want:
-                raise ObjectStoreError(f"upload_part {key}: file shrank during upload")
-            with _translate("upload_part", key):
-                resp = self._s3.upload_part(
-                    Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
-                )
-            return {"PartNumber": number, "ETag": resp["ETag"]}
-
-        count = -(-size // part_size)
-        done: list[dict[str, Any]] = []
-        with ThreadPoolExecutor(concurrency, thread_name_prefix="s3-part") as pool:
-            pending: set[Future[dict[str, Any]]] = set()
-            try:
-                for number in range(1, count + 1):
-                    if len(pending) >= concurrency:
-                        finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                        done += [f.result() for f in finished]
-                    pending.add(pool.submit(send, number))
-                done += [f.result() for f in pending]
-            finally:
-                # Stop queueing on failure; the pool still waits for parts in flight,
-                # so the abort that follows leaves no orphan part behind.
-                pool.shutdown(wait=True, cancel_futures=True)
-        return sorted(done, key=lambda part: int(part["PartNumber"]))
-
-    def _abort(self, key: str, upload_id: str) -> None:
+    def abort_upload(self, key: str, upload_id: str) -> None:
+        """Abort an upload and drop its parts; a refusal is logged, not raised."""
         try:
             with _translate("abort_multipart_upload", key):
                 self._s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
         except ObjectStoreError as exc:
             log.warning("could not abort multipart upload of %s: %s", key, exc)
+
+    def abort_uploads(self, key: str) -> int:
+        """Abort every unfinished upload of exactly ``key``; return how many there were.
+
+        A crash, or an outage that also kept the abort from S3, leaves them behind.
+        """
+        with _translate("list_multipart_uploads", key):
+            resp = self._s3.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
+        stale = [u["UploadId"] for u in resp.get("Uploads", []) if u.get("Key") == key]
+        for upload_id in stale:
+            self.abort_upload(key, upload_id)
+        return len(stale)
 
     def get_stream(
         self, key: str, *, version_id: str | None = None, chunk_size: int = MIB

@@ -2,10 +2,12 @@
 
 A source (an upload, a WebRTC or SIPREC session) opens a ``SpoolWriter`` with
 ``Vault.begin``, writes audio as it arrives and calls ``Vault.finish``. The audio is
-encrypted *before* it touches the disk, the spool file is sealed and fsynced before
-the upload, and it is removed only once the catalog says ``stored``: a crash or an S3
-outage at any step leaves either a sealed spool that ``Vault.recover`` uploads, or
-nothing at all. Each replica only recovers spool files on its own disk.
+encrypted *before* it touches the disk; as soon as a whole part of ciphertext is in the
+spool, it is uploaded in the background (tagged at the start of the multipart upload),
+so ``finish`` only sends the last part. The spool is removed only once the catalog says
+``stored``: a crash or an S3 outage at any step leaves either a sealed spool that
+``Vault.recover`` uploads, or nothing at all. Each replica only recovers spool files on
+its own disk.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,10 +29,11 @@ from storage import catalog, crypto
 from storage.audit import AuditLog
 from storage.catalog import Recording, RecordingState
 from storage.db import session_scope
-from storage.errors import StoreUnavailable
+from storage.errors import IntegrityError, ObjectStoreError, StoreUnavailable
 from storage.ids import new_id
 from storage.keyring import Keyring
-from storage.objectstore import ObjectStore
+from storage.multipart import PartUploader
+from storage.objectstore import ObjectStore, PutResult
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +56,19 @@ class RecordingDraft:
 
 
 class SpoolWriter:
-    """Encrypts audio into a local spool file as it arrives."""
+    """Encrypts audio into a local spool file as it arrives, and uploads it as it grows.
 
-    def __init__(self, recording_id: str, path: Path, key: bytes) -> None:
+    The spool is the copy that survives a crash or an S3 outage; ``upload``, if given,
+    sends each whole part of it to S3 in the background meanwhile.
+    """
+
+    def __init__(
+        self, recording_id: str, path: Path, key: bytes, upload: PartUploader | None = None
+    ) -> None:
         self.recording_id = recording_id
         self.path = path
-        self._file: BinaryIO = open(path, "wb")  # noqa: SIM115 (closed by seal/discard)
+        self.upload = upload
+        self._file: BinaryIO = open(path, "wb")  # noqa: SIM115 (closed by seal/close)
         self._encryptor = crypto.StreamEncryptor(key, aad=_aad(recording_id))
 
     @property
@@ -65,21 +76,30 @@ class SpoolWriter:
         return self._encryptor.plaintext_size
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Encrypt ``data`` into the spool; start uploading each part as it completes."""
         self._file.write(self._encryptor.update(data))
+        spooled = self._encryptor.ciphertext_size
+        if self.upload is not None and self.upload.due(spooled):
+            self._file.flush()  # the upload reads the part back from the file
+            self.upload.extend(spooled)
 
     def seal(self) -> tuple[Path, int, str]:
-        """Finish the ciphertext, flush it to disk; return (path, size, sha256)."""
+        """Finish the ciphertext and mark the spool whole; return (path, size, sha256).
+
+        No fsync here: ``Vault.finish`` makes the spool durable only if the upload did
+        not make it durable in S3, and ``Vault.recover`` authenticates a sealed spool
+        before trusting it.
+        """
         self._file.write(self._encryptor.finalize())
-        self._file.flush()
-        os.fsync(self._file.fileno())
         self._file.close()
         sealed = self.path.with_suffix(_SEALED)
-        os.replace(self.path, sealed)
-        _fsync_dir(sealed.parent)
+        os.replace(self.path, sealed)  # an upload in flight reads on through the rename
         return sealed, self._encryptor.ciphertext_size, self._encryptor.ciphertext_sha256
 
     def close(self) -> None:
-        """Drop an unsealed spool file (the capture is discarded)."""
+        """Drop an unsealed spool file and abort its upload (the capture is discarded)."""
+        if self.upload is not None:
+            self.upload.abort()  # waits for parts in flight: no orphan part stays in S3
         self._file.close()
         self.path.unlink(missing_ok=True)
 
@@ -105,10 +125,16 @@ class Vault:
         self._spool_dir = spool_dir
         self._part_size = part_size
         self._concurrency = concurrency
+        # Caps the parts held in memory across every recording this vault streams at once.
+        self._slots = threading.BoundedSemaphore(concurrency)
         spool_dir.mkdir(parents=True, exist_ok=True)
 
     def begin(self, draft: RecordingDraft, *, now: datetime) -> SpoolWriter:
-        """Catalog a new recording in state ``recording`` and open its spool."""
+        """Catalog a new recording in state ``recording`` and open its spool.
+
+        The object's tags follow from ``draft.purposes`` and go on the multipart upload
+        that starts once the spool holds a whole part.
+        """
         recording_id = new_id("rec", now)
         key_name = catalog.object_key(
             client_id=draft.client_id,
@@ -135,7 +161,17 @@ class Vault:
             key = self._keyring.new_recording_key(
                 session, client_id=draft.client_id, recording_id=recording_id, now=now
             )
-        return SpoolWriter(recording_id, self._spool_dir / f"{recording_id}{_PART}", key)
+        path = self._spool_dir / f"{recording_id}{_PART}"
+        upload = PartUploader(
+            self._store,
+            key_name,
+            path=path,
+            tags=catalog.object_tags(draft.client_id, draft.purposes),
+            part_size=self._part_size,
+            concurrency=self._concurrency,
+            slots=self._slots,
+        )
+        return SpoolWriter(recording_id, path, key, upload)
 
     def finish(
         self,
@@ -145,7 +181,7 @@ class Vault:
         duration_s: float | None = None,
         ended_at: datetime | None = None,
     ) -> Recording:
-        """Seal the spool and upload it; on an S3 outage the recording waits in the spool."""
+        """Seal the spool and finish its upload; on an S3 outage it waits in the spool."""
         path, size, sha256 = writer.seal()
         with session_scope(self._engine) as session:
             recording = _require(session, writer.recording_id)
@@ -153,7 +189,7 @@ class Vault:
             recording.duration_s, recording.ended_at = duration_s, ended_at or now
             recording.updated_at = now
             session.add(recording)
-        return self._upload(writer.recording_id, path, now=now)
+        return self._upload(writer.recording_id, path, now=now, streamed=writer.upload)
 
     def store(
         self,
@@ -174,7 +210,7 @@ class Vault:
         return self.finish(writer, now=now, duration_s=duration_s)
 
     def discard(self, writer: SpoolWriter, *, reason: str, now: datetime) -> None:
-        """Throw away a capture (opt-out, refusal, error): spool gone, key destroyed."""
+        """Throw away a capture (opt-out, refusal, error): upload, spool and key all gone."""
         writer.close()
         with session_scope(self._engine) as session:
             recording = _require(session, writer.recording_id)
@@ -184,7 +220,8 @@ class Vault:
         """Finish what a crash or an S3 outage interrupted; return how many were uploaded.
 
         Sealed spools are uploaded (or just removed if the catalog already says stored);
-        unsealed ones lost the tail of their audio with the process that wrote them.
+        unsealed ones lost the tail of their audio with the process that wrote them, and
+        so did sealed ones that a power cut tore before they were fsynced or uploaded.
         """
         uploaded = 0
         for path in sorted(self._spool_dir.iterdir()):
@@ -194,15 +231,15 @@ class Vault:
                 if recording is None or recording.state != RecordingState.RECORDING:
                     path.unlink(missing_ok=True)
                     continue
-                if path.suffix == _PART:
-                    self._fail(session, recording, reason="capture interrupted", now=now)
+                if path.suffix != _SEALED or not self._check_spool(session, recording, path):
+                    reason = "capture interrupted" if path.suffix == _PART else "spool torn"
+                    self._fail(session, recording, reason=reason, now=now)
                     path.unlink(missing_ok=True)
                     continue
-            if path.suffix == _SEALED:
-                stored = self._upload(recording_id, path, now=now)
-                uploaded += stored.state == RecordingState.STORED
-                if on_progress:
-                    on_progress(recording_id)
+            stored = self._upload(recording_id, path, now=now, streamed=None)
+            uploaded += stored.state == RecordingState.STORED
+            if on_progress:
+                on_progress(recording_id)
         return uploaded
 
     def read(self, recording: Recording, dest: BinaryIO) -> None:
@@ -219,23 +256,21 @@ class Vault:
             dest.write(decryptor.update(piece))
         dest.write(decryptor.finalize())
 
-    def _upload(self, recording_id: str, path: Path, *, now: datetime) -> Recording:
+    def _upload(
+        self, recording_id: str, path: Path, *, now: datetime, streamed: PartUploader | None
+    ) -> Recording:
         with session_scope(self._engine) as session:
             recording = _require(session, recording_id)
-            if recording.sha256 is None:  # sealed, then a crash before the catalog heard
-                recording.size, recording.sha256 = _size_and_sha256(path)
-                session.add(recording)
             purposes = catalog.purposes_of(session, recording_id)
         tags = catalog.object_tags(recording.client_id, purposes)
         try:
-            result = self._store.put_file(
-                recording.object_key,
-                path,
-                tags=tags,
-                part_size=self._part_size,
-                concurrency=self._concurrency,
-            )
-        except StoreUnavailable as exc:
+            result = self._send(recording.object_key, path, tags=tags, streamed=streamed)
+        except ObjectStoreError as exc:
+            # Durable before finish returns: in S3 once the upload completed, otherwise
+            # on disk. So the fsync is paid only here, off the path of a working S3.
+            _fsync(path)
+            if not isinstance(exc, StoreUnavailable):
+                raise
             log.warning("recording %s kept in the spool until S3 is back: %s", recording_id, exc)
             return recording
         with session_scope(self._engine) as session:
@@ -266,6 +301,51 @@ class Vault:
         path.unlink(missing_ok=True)
         return recording
 
+    def _send(
+        self, key: str, path: Path, *, tags: dict[str, str], streamed: PartUploader | None
+    ) -> PutResult:
+        """Complete the upload that streamed during capture, or send the sealed spool."""
+        if streamed is not None and streamed.started:
+            try:
+                result = streamed.complete(path.stat().st_size)
+            except StoreUnavailable:
+                raise
+            except ObjectStoreError as exc:  # e.g. the upload was aborted behind our back
+                log.warning("streamed upload of %s failed, sending the spool: %s", key, exc)
+            else:
+                if streamed.tags != tags:  # purposes changed during the call
+                    self._store.put_tags(key, tags)
+                return result
+        elif streamed is None:  # recovering: a crash or an outage may have left parts
+            self._store.abort_uploads(key)
+        return self._store.put_file(
+            key, path, tags=tags, part_size=self._part_size, concurrency=self._concurrency
+        )
+
+    def _check_spool(self, session: Session, recording: Recording, path: Path) -> bool:
+        """Whether a sealed spool authenticates to its end; fill in its size and hash.
+
+        Sealing does not fsync (see ``finish``), so a power cut before the upload
+        completed can leave a sealed name over missing blocks: that spool is no whole
+        recording. The catalog lacks size and hash if the crash came right after sealing.
+        """
+        key = self._keyring.recording_key(session, recording_id=recording.id)
+        decryptor = crypto.StreamDecryptor(key, aad=_aad(recording.id))
+        digest = hashlib.sha256()
+        try:
+            with open(path, "rb") as handle:
+                while block := handle.read(1024 * 1024):
+                    digest.update(block)
+                    decryptor.update(block)
+            decryptor.finalize()
+        except IntegrityError as exc:
+            log.warning("recording %s: sealed spool does not authenticate: %s", recording.id, exc)
+            return False
+        if recording.sha256 is None:
+            recording.size, recording.sha256 = path.stat().st_size, digest.hexdigest()
+            session.add(recording)
+        return True
+
     def _fail(self, session: Session, recording: Recording, *, reason: str, now: datetime) -> None:
         catalog.transition(recording, RecordingState.FAILED, now=now)
         recording.failure = reason
@@ -294,17 +374,11 @@ def _require(session: Session, recording_id: str) -> Recording:
     return recording
 
 
-def _size_and_sha256(path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1024 * 1024):
-            digest.update(block)
-    return path.stat().st_size, digest.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _fsync(path: Path) -> None:
+    """Flush a spool file and its directory entry (after the rename that sealed it)."""
+    for target, flags in ((path, os.O_RDONLY), (path.parent, os.O_RDONLY | os.O_DIRECTORY)):
+        fd = os.open(target, flags)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

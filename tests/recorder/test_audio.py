@@ -67,9 +67,16 @@ DAMAGEABLE = [c for c in CASES if c.format != "wav"]
 
 
 @pytest.fixture(scope="session")
-def recordings(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, int], Path]:
-    """Each case as a 3 s mono (one tone) and stereo (a different tone per channel) file."""
+def pydub_ffmpeg() -> None:
+    """pydub shells out to ffmpeg for all but WAV: use the binary imageio-ffmpeg ships."""
     AudioSegment.converter = imageio_ffmpeg.get_ffmpeg_exe()
+
+
+@pytest.fixture(scope="session")
+def recordings(
+    pydub_ffmpeg: None, tmp_path_factory: pytest.TempPathFactory
+) -> dict[tuple[str, int], Path]:
+    """Each case as a 3 s mono (one tone) and stereo (a different tone per channel) file."""
     folder = tmp_path_factory.mktemp("audio")
     files: dict[tuple[str, int], Path] = {}
     for case in CASES:
@@ -206,7 +213,18 @@ def test_content_type_parameters_and_case_are_ignored(
     recordings: dict[tuple[str, int], Path],
 ) -> None:
     assert probe(recordings["ogg-opus", 1], "Audio/OGG; codecs=opus").format == "ogg"
-    assert set(SUPPORTED_TYPES.values()) == {"wav", "mp3", "ogg", "flac"}
+    assert dict(SUPPORTED_TYPES) == {
+        "audio/wav": "wav",
+        "audio/x-wav": "wav",
+        "audio/wave": "wav",
+        "audio/vnd.wave": "wav",
+        "audio/mpeg": "mp3",
+        "audio/mp3": "mp3",
+        "audio/ogg": "ogg",
+        "audio/opus": "ogg",
+        "audio/flac": "flac",
+        "audio/x-flac": "flac",
+    }
 
 
 def _refused(path: Path, content_type: str) -> str:
@@ -235,6 +253,17 @@ def test_bodies_that_are_not_what_they_claim(
     assert _refused(wav, "audio/mpeg") == "declared audio/mpeg but the body is wav"
     assert _refused(recordings["flac", 1], "audio/ogg") == "declared audio/ogg but the body is flac"
     assert _refused(nine, "audio/wav") == "9 channels; at most 8 are supported"
+
+
+def test_tags_that_are_not_utf8_do_not_matter(pydub_ffmpeg: None, tmp_path: Path) -> None:
+    tagged = tmp_path / "tagged.flac"
+    segment = Sine(LEFT_HZ).to_audio_segment(SECONDS * 1000, -6.0)
+    segment.export(tagged, format="flac", tags={"title": "Anrufer XXXX"}).close()
+    body = tagged.read_bytes()
+    assert b"XXXX" in body
+    tagged.write_bytes(body.replace(b"XXXX", b"\xff\xfe\xff\xfe"))  # latin-1 junk
+    _, encoding, _ = _encode(tagged, "audio/flac")
+    assert encoding.duration_s == pytest.approx(SECONDS, abs=TOLERANCE_S)
 
 
 def test_header_only_wav_has_zero_duration(tmp_path: Path) -> None:
@@ -337,7 +366,8 @@ def test_ten_minutes_encode_in_constant_memory(tmp_path: Path) -> None:
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     growth_mib = (figures["peak"] - figures["baseline"]) / 2**20
     assert figures["audio_s"] == pytest.approx(600.0, abs=TOLERANCE_S)
-    assert growth_mib < 60, f"peak RSS grew by {growth_mib:.1f} MiB"
+    # Far below the 55 MiB file: reading it whole, or keeping the output, would fail.
+    assert growth_mib < 20, f"peak RSS grew by {growth_mib:.1f} MiB"
     print(
         f"10 min mono 48 kHz WAV ({big.stat().st_size / 2**20:.0f} MiB) -> "
         f"{figures['size'] / 2**20:.2f} MiB Ogg/Opus in {figures['seconds']:.1f} s "

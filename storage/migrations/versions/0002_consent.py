@@ -7,9 +7,9 @@ Revises: 0001
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from storage.types import UTCDateTime
 from alembic import op
 
+from storage.types import UTCDateTime
 
 revision: str = "0002"
 down_revision: str | None = "0001"

@@ -1,0 +1,351 @@
+"""Call-hook throughput over real HTTP against a bare endpoint of the same server.
+
+The server is the real thing: an embedded SeaweedFS and a SQLite catalog in a temp
+dir, ``StorageBackend`` and ``create_app`` as in production, served by uvicorn on
+127.0.0.1 in a thread of this process. The same app gets one extra route,
+``POST /bench/bare``: a sync handler taking a small pydantic body and returning a
+constant, so it crosses the same uvicorn, middleware, routing, body parsing and
+threadpool hop as the hook and nothing else. A client, its keys and a consent grant
+are set up over HTTP; every hook request is a new US-NY (one-party) call that records.
+
+The load comes from a separate process (spawned), so on a 2-core machine the client
+does not take the server's core or its GIL. It is a minimal asyncio HTTP/1.1 client
+on keep-alive connections: both routes get byte-identical requests but for the path.
+
+- Throughput: ``CONNECTIONS`` closed-loop connections for ``SECONDS`` per measure,
+  bare and hook interleaved (order alternating) over ``ROUNDS`` rounds after a short
+  warm-up; median of each. Ratio = hook rate / bare rate (target >= 0.7). A hook
+  answer counts only if it says ``"record":true``: the hook fails closed, and a fast
+  refusal must not pass for throughput.
+- Latency: an open-loop schedule of ``RATE`` requests/s for ``LATENCY_SECONDS`` on
+  the hook. Latency runs from the scheduled send time, so waiting for a free
+  connection (queueing, when the server falls behind) is counted, not hidden.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import secrets
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from pydantic import BaseModel
+
+from bench.harness import now
+from recorder.app import create_app
+from storage import crypto
+from storage.backend import StorageBackend
+from storage.embedded_s3 import EmbeddedS3
+from storage.settings import Settings
+
+HOST = "127.0.0.1"
+CONNECTIONS = 16
+SECONDS = 4.0
+WARMUP_SECONDS = 1.0
+ROUNDS = 3
+RATE = 500.0
+LATENCY_SECONDS = 8.0
+LATENCY_POOL = 64
+DRAIN_SECONDS = 15.0
+TARGET_RATIO = 0.7
+BARE = "/bench/bare"
+HOOK = "/v1/calls"
+
+
+class BarePing(BaseModel):
+    call_id: str
+
+
+@contextmanager
+def served_app(workdir: Path, admin_key: str) -> Iterator[int]:
+    """The production app plus the bare route, served by uvicorn; yields the port."""
+    access, secret = "bench" + secrets.token_hex(4), secrets.token_urlsafe(24)
+    with EmbeddedS3(workdir / "s3", access_key_id=access, secret_access_key=secret) as s3:
+        settings = Settings(
+            data_dir=workdir / "data",
+            database_url=f"sqlite:///{workdir / 'callrec.db'}",
+            s3_endpoint_url=s3.endpoint_url,
+            s3_access_key_id=access,
+            s3_secret_access_key=secret,  # type: ignore[arg-type]
+            s3_bucket="bench",
+            master_key=crypto.format_master_key(crypto.generate_key()),  # type: ignore[arg-type]
+            admin_key=admin_key,  # type: ignore[arg-type]
+        )
+        backend = StorageBackend(settings)
+        backend.start(now=now())
+        try:
+            app = create_app(backend)
+
+            @app.post(BARE)
+            def bare(body: BarePing) -> dict[str, str]:
+                return {"status": "ok"}
+
+            # uvicorn binds like `callrec serve` does (host and port), so accepted sockets
+            # get TCP_NODELAY from asyncio; a socket passed in with proto 0 would not, and
+            # Nagle's algorithm with delayed ACKs would add ~40 ms to every answer.
+            config = uvicorn.Config(
+                app, host=HOST, port=0, log_level="warning", access_log=False, lifespan="off"
+            )
+            server = uvicorn.Server(config)
+            thread = threading.Thread(target=server.run, daemon=True)
+            thread.start()
+            try:
+                deadline = time.monotonic() + 10
+                while not server.started:
+                    if not thread.is_alive() or time.monotonic() > deadline:
+                        raise RuntimeError("uvicorn did not start")
+                    time.sleep(0.01)
+                port: int = server.servers[0].sockets[0].getsockname()[1]
+                yield port
+            finally:
+                server.should_exit = True
+                thread.join(timeout=10)
+        finally:
+            backend.stop()
+
+
+def call_body(call_id: str) -> dict[str, str]:
+    return {
+        "call_id": call_id,
+        "direction": "inbound",
+        "from": "+212612345678",
+        "to": "+212522000000",
+        "channel": "upload",
+        "jurisdiction": "US-NY",
+    }
+
+
+def make_tenant(port: int, admin_key: str) -> str:
+    """Create a client, its keys and a grant over HTTP; return the integrator key."""
+    admin = {"Authorization": f"Bearer {admin_key}"}
+    with httpx.Client(base_url=f"http://{HOST}:{port}", timeout=10) as http:
+        client = {"id": "bench", "name": "Bench", "country": "MA"}
+        http.post("/v1/clients", json=client, headers=admin).raise_for_status()
+        keys = {}
+        for role in ("integrator", "client_admin"):
+            response = http.post("/v1/clients/bench/api-keys", json={"role": role}, headers=admin)
+            keys[role] = response.raise_for_status().json()["key"]
+        grant = {
+            "purposes": ["research", "improvement"],
+            "notice": "contract",
+            "granted_by": "Bench DPO",
+            "evidence": "bench contract",
+        }
+        headers = {"Authorization": f"Bearer {keys['client_admin']}"}
+        http.post("/v1/clients/bench/consents", json=grant, headers=headers).raise_for_status()
+        headers = {"Authorization": f"Bearer {keys['integrator']}"}
+        answer = http.post(HOOK, json=call_body("bench-check"), headers=headers)
+        if not answer.raise_for_status().json()["record"]:
+            raise RuntimeError(f"the setup call does not record: {answer.text}")
+    return str(keys["integrator"])
+
+
+# --- load generator (runs in its own process) -------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    port: int
+    key: str
+
+    def request(self, path: str, call_id: str) -> bytes:
+        body = json.dumps(call_body(call_id)).encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\n"
+            f"Authorization: Bearer {self.key}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        return head.encode() + body
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection; just enough parsing for these answers."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> Connection:
+        reader, writer = await asyncio.open_connection(HOST, port)
+        return cls(reader, writer)
+
+    async def exchange(self, request: bytes) -> tuple[int, bytes]:
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                length = int(value)
+        return int(head[9:12]), await self.reader.readexactly(length)
+
+    async def close(self) -> None:
+        self.writer.close()
+        await self.writer.wait_closed()
+
+
+def accepted(path: str, status: int, body: bytes) -> bool:
+    return status == 200 and (path != HOOK or b'"record":true' in body)
+
+
+async def closed_loop(target: Target, path: str, tag: str, seconds: float) -> tuple[float, int]:
+    """Requests/s answered correctly over ``CONNECTIONS`` busy connections; and failures."""
+    connections = [await Connection.open(target.port) for _ in range(CONNECTIONS)]
+    counts = [0, 0]  # ok, failed
+
+    async def worker(index: int, connection: Connection, deadline: float) -> None:
+        sent = 0
+        while time.perf_counter() < deadline:
+            status, body = await connection.exchange(target.request(path, f"{tag}-{index}-{sent}"))
+            counts[0 if accepted(path, status, body) else 1] += 1
+            sent += 1
+
+    started = time.perf_counter()
+    workers = [worker(i, c, started + seconds) for i, c in enumerate(connections)]
+    await asyncio.gather(*workers)
+    elapsed = time.perf_counter() - started
+    for connection in connections:
+        await connection.close()
+    return counts[0] / elapsed, counts[1]
+
+
+async def open_loop(target: Target, tag: str) -> dict[str, float]:
+    """The hook at a fixed ``RATE``, regardless of answers; latency from schedule."""
+    pool: asyncio.Queue[Connection] = asyncio.Queue()
+    for _ in range(LATENCY_POOL):
+        pool.put_nowait(await Connection.open(target.port))
+    latencies: list[float] = []
+    failed = 0
+    total = int(RATE * LATENCY_SECONDS)
+    start = time.perf_counter() + 0.05
+
+    async def one(index: int, scheduled: float) -> None:
+        nonlocal failed
+        connection = await pool.get()
+        try:
+            status, body = await connection.exchange(target.request(HOOK, f"{tag}-{index}"))
+        except (OSError, asyncio.IncompleteReadError):
+            failed += 1
+            return
+        finally:
+            pool.put_nowait(connection)
+        latencies.append(time.perf_counter() - scheduled)
+        failed += not accepted(HOOK, status, body)
+
+    tasks = []
+    late = 0.0
+    for index in range(total):
+        scheduled = start + index / RATE
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        late = max(late, -delay)
+        tasks.append(asyncio.create_task(one(index, scheduled)))
+    _, pending = await asyncio.wait(tasks, timeout=DRAIN_SECONDS)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    elapsed = time.perf_counter() - start
+    ordered = sorted(latencies)
+    while not pool.empty():
+        await pool.get_nowait().close()
+    return {
+        "p50_s": ordered[len(ordered) // 2] if ordered else float("nan"),
+        "p99_s": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+        if ordered
+        else float("nan"),
+        "achieved_rps": len(latencies) / elapsed,
+        "unanswered": float(len(pending)),
+        "failed": float(failed),
+        "max_send_lag_s": late,
+    }
+
+
+async def drive(target: Target) -> dict[str, Any]:
+    rates: dict[str, list[float]] = {BARE: [], HOOK: []}
+    failed = 0
+    for round_ in range(ROUNDS + 1):  # round 0 warms both routes up and is dropped
+        seconds = SECONDS if round_ else WARMUP_SECONDS
+        order = (BARE, HOOK) if round_ % 2 else (HOOK, BARE)
+        for path in order:
+            rate, bad = await closed_loop(target, path, f"r{round_}{path[-4:]}", seconds)
+            failed += bad
+            if round_:
+                rates[path].append(rate)
+    latency = await open_loop(target, "lat")
+    return {"bare": rates[BARE], "hook": rates[HOOK], "failed": failed, "latency": latency}
+
+
+def load_process(target: Target, results: Any) -> None:
+    results.put(asyncio.run(drive(target)))
+
+
+def drive_in_child(target: Target) -> dict[str, Any]:
+    """Run the load from a spawned process (its own core and GIL); bounded in time."""
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    child = context.Process(target=load_process, args=(target, results), daemon=True)
+    child.start()
+    budget = 2 * (ROUNDS * 2 * SECONDS + LATENCY_SECONDS) + DRAIN_SECONDS + 30
+    try:
+        outcome: dict[str, Any] = results.get(timeout=budget)
+    finally:
+        child.join(timeout=5)
+        if child.is_alive():
+            child.kill()
+            child.join()
+    return outcome
+
+
+def run() -> dict[str, float]:
+    admin_key = "admin-" + secrets.token_urlsafe(24)
+    with (
+        tempfile.TemporaryDirectory(prefix="callrec-bench-") as tmp,
+        served_app(Path(tmp), admin_key) as port,
+    ):
+        outcome = drive_in_child(Target(port, make_tenant(port, admin_key)))
+    bare, hook = statistics.median(outcome["bare"]), statistics.median(outcome["hook"])
+    latency = outcome["latency"]
+    ratio = hook / bare
+    each = ", ".join
+    print(f"call hook: {CONNECTIONS} keep-alive connections, {ROUNDS} x {SECONDS:.0f} s each")
+    print(f"call hook: bare endpoint median {bare:,.0f} req/s ({each(f'{r:,.0f}' for r in outcome['bare'])})")
+    print(f"call hook: POST /v1/calls median {hook:,.0f} req/s ({each(f'{r:,.0f}' for r in outcome['hook'])})")
+    if outcome["failed"]:
+        print(f"call hook: {outcome['failed']} answers were errors or did not record (not counted)")
+    print(f"call hook: ratio hook/bare = {ratio:.2f} (target >= {TARGET_RATIO:.2f})")
+    achieved = latency["achieved_rps"]
+    print(
+        f"call hook at {RATE:.0f} req/s open loop for {LATENCY_SECONDS:.0f} s: "
+        f"p50 {latency['p50_s'] * 1000:.1f} ms, p99 {latency['p99_s'] * 1000:.1f} ms, "
+        f"achieved {achieved:,.0f} req/s"
+    )
+    if achieved < 0.95 * RATE or latency["unanswered"] or latency["failed"]:
+        print(
+            f"call hook: the server did NOT sustain {RATE:.0f} req/s "
+            f"({latency['unanswered']:.0f} unanswered after {DRAIN_SECONDS:.0f} s, "
+            f"{latency['failed']:.0f} failed): latency is mostly queueing"
+        )
+    return {
+        "bare_rps": bare,
+        "hook_rps": hook,
+        "ratio": ratio,
+        "p50_ms": latency["p50_s"] * 1000,
+        "p99_ms": latency["p99_s"] * 1000,
+        "achieved_rps": achieved,
+    }
+
+
+if __name__ == "__main__":
+    run()
