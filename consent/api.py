@@ -326,7 +326,7 @@ def consent_ledger(
         return LedgerPublic(
             client_id=client,
             grants=[ledger.to_public(g, r, now=now) for g, r in grants],
-            events=[e.model_dump(exclude={"client_id"}) for e in events],
+            events=[ledger.event_public(e) for e in events],
         )
 
 

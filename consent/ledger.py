@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -41,7 +42,7 @@ class ConsentEvent(SQLModel, table=True):
     id: str = SQLField(primary_key=True, max_length=40)
     client_id: str = SQLField(foreign_key="clients.id", index=True, max_length=63)
     grant_id: str = SQLField(index=True, max_length=40)
-    kind: EventKind = SQLField(sa_type=sa.String(10))
+    kind: str = SQLField(max_length=10)  # an EventKind
     ledger_version: int
     purposes: str = SQLField(default="[]", sa_type=sa.Text)  # JSON list
     directions: str = SQLField(default="[]", sa_type=sa.Text)  # JSON list
@@ -304,3 +305,11 @@ def to_public(granted: ConsentEvent, revoked: ConsentEvent | None, *, now: datet
         revoked_version=revoked.ledger_version if revoked else None,
         status=status,
     )
+
+
+def event_public(event: ConsentEvent) -> dict[str, Any]:
+    """A ledger event as JSON, its lists decoded."""
+    data = event.model_dump(exclude={"client_id"})
+    for name in ("purposes", "directions", "channels"):
+        data[name] = json.loads(data[name])
+    return data
