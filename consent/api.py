@@ -17,9 +17,9 @@ from sqlmodel import Session
 
 from consent import apikeys, calls, clients, ledger, registry
 from consent.apikeys import ApiKeyPublic, IssuedKey, Principal, Role
-from consent.clients import ClientCreate, ClientPublic, ClientStatus
+from consent.clients import ClientCreate, ClientPublic
 from consent.decision import unavailable
-from consent.errors import NotFound, PermissionDenied, StateConflict, Unauthenticated
+from consent.errors import NotFound, PermissionDenied, Unauthenticated
 from storage.audit import AuditLog
 from storage.db import session_scope
 from storage.errors import DatabaseUnavailable
@@ -50,9 +50,14 @@ class ApiContext:
         with Session(self.engine) as session:
             yield session
 
+    @staticmethod
+    def pepper_of(keyring: Keyring) -> bytes:
+        """The key that hashes API key secrets."""
+        return keyring.derive("api-keys")
+
     @property
     def key_pepper(self) -> bytes:
-        return self.keyring.derive("api-keys")
+        return self.pepper_of(self.keyring)
 
     @property
     def phone_key(self) -> bytes:
@@ -164,13 +169,6 @@ class CallStatePublic(BaseModel):
     state: str
 
 
-def _active_client(session: Session, client_id: str) -> clients.Client:
-    client = clients.get_client(session, client_id)
-    if client.status != ClientStatus.ACTIVE:
-        raise StateConflict(f"client {client_id} is offboarded", code="client_inactive")
-    return client
-
-
 @router.post("/clients", status_code=status.HTTP_201_CREATED, tags=["clients"])
 def create_client(body: ClientCreate, context: Context, principal: Admin) -> ClientPublic:
     """Create a client (tenant)."""
@@ -222,7 +220,7 @@ def offboard_client(client: str, context: Context, principal: Admin) -> ClientPu
 def _issue(context: ApiContext, principal: Principal, role: Role, client: str | None) -> IssuedKey:
     with context.write() as session:
         if client is not None:
-            _active_client(session, client)
+            clients.require_active(session, client)
         return apikeys.issue_key(
             session,
             role=role,
@@ -274,7 +272,7 @@ def grant_consent(
     """Record a client's permission to record, for the given purposes and scope."""
     now = context.clock()
     with context.write() as session:
-        _active_client(session, client)
+        clients.require_active(session, client)
         event = ledger.grant(
             session,
             client_id=client,
@@ -339,7 +337,7 @@ def set_retention(
 ) -> dict[str, int]:
     """Set the client's retention in days per purpose, within each purpose's maximum."""
     with context.write() as session:
-        _active_client(session, client)
+        clients.require_active(session, client)
         return registry.set_retention(
             session,
             client_id=client,

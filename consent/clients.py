@@ -88,6 +88,14 @@ def get_client(session: Session, client_id: str) -> Client:
     return client
 
 
+def require_active(session: Session, client_id: str) -> Client:
+    """The client, if it exists and is active; NotFound or StateConflict otherwise."""
+    client = get_client(session, client_id)
+    if client.status != ClientStatus.ACTIVE:
+        raise StateConflict(f"client {client_id} is offboarded", code="client_inactive")
+    return client
+
+
 def list_clients(session: Session) -> list[Client]:
     return list(session.exec(select(Client).order_by(Client.id)))
 

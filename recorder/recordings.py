@@ -231,7 +231,9 @@ def get_audio(
     scratch = tempfile.NamedTemporaryFile(dir=scratch_dir, suffix=".read", delete=False)  # noqa: SIM115
     try:
         with scratch:
-            vault.read(recording, cast(BinaryIO, scratch))  # authenticated in full before a byte is served
+            vault.read(
+                recording, cast(BinaryIO, scratch)
+            )  # authenticated in full before a byte is served
         with context.write() as session:
             context.audit.append(
                 session,

@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import FrozenInstanceError, replace
 from datetime import UTC, datetime, timedelta, timezone
+from itertools import permutations
 from typing import Any
 
 import pytest
@@ -402,6 +403,8 @@ def test_all_party_prefers_a_grant_that_can_ask_the_caller() -> None:
         Reason.AWAITING_CALLER_CONSENT,
         "g-announced",
     )
+    asked = run(client(contract, announced), call(ALL_PARTY, purposes=frozenset({"research"})))
+    assert asked.grant_id == "g-announced"
     # One-party calls have no such preference: the usual order applies.
     assert run(client(contract, announced)).grant_id == "g-contract"
 
@@ -549,3 +552,17 @@ def test_client_snapshot_does_not_follow_later_changes() -> None:
     who = client(grant(), retention=retention)
     retention["research"] = 1
     assert run(who).purposes == expiries(improvement=30, research=90)
+
+
+def test_the_order_of_the_grants_does_not_change_the_choice() -> None:
+    grants = [
+        grant("g-b", version=2),
+        grant("g-a", version=2),
+        grant("g-old", version=2, valid_from=NOW - timedelta(days=90)),
+        grant("g-v1", version=1, purposes=frozenset(RETENTION)),
+    ]
+    for requested in (None, frozenset({"research"})):
+        chosen = {
+            run(client(*order), call(purposes=requested)).grant_id for order in permutations(grants)
+        }
+        assert chosen == ({"g-v1"} if requested is None else {"g-a"})

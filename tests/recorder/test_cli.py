@@ -169,3 +169,58 @@ def test_audit_verify_exit_codes(s3_server: EmbeddedS3, tmp_path: Path) -> None:
     assert broken.returncode == 1
     assert "event 2" in broken.stderr
     engine.dispose()
+
+
+def test_clients_keys_and_consent_commands(tmp_path: Path) -> None:
+    env = _env(tmp_path)  # embedded defaults: SQLite and a generated master key
+    created = _run(env, "clients", "create", "acme", "--name", "Acme", "--country", "ma")
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout)["country"] == "MA"
+    duplicate = _run(env, "clients", "create", "acme", "--name", "Acme", "--country", "MA")
+    _assert_one_clear_line(duplicate, "already exists")
+    bad = _run(env, "clients", "create", "Not A Slug", "--name", "X", "--country", "MA")
+    _assert_one_clear_line(bad, "slug")
+
+    issued = _run(env, "keys", "issue", "integrator", "--client", "acme")
+    assert issued.returncode == 0, issued.stderr
+    key = json.loads(issued.stdout)
+    assert key["key"].startswith("crk_") and key["client_id"] == "acme"
+    listed = _run(env, "keys", "list")
+    assert key["id"] in listed.stdout and key["key"] not in listed.stdout
+
+    granted = _run(
+        env,
+        "consent",
+        "grant",
+        "acme",
+        "--purpose",
+        "research",
+        "--notice",
+        "contract",
+        "--granted-by",
+        "DPO",
+        "--evidence",
+        "contract #1",
+    )
+    assert granted.returncode == 0, granted.stderr
+    grant_id = json.loads(granted.stdout)["id"]
+    assert grant_id in _run(env, "consent", "list", "acme").stdout
+    revoked = _run(env, "consent", "revoke", "acme", grant_id, "--reason", "ended")
+    assert revoked.returncode == 0, revoked.stderr
+    assert "revoked" in _run(env, "consent", "list", "acme").stdout
+    unknown = _run(
+        env,
+        "consent",
+        "grant",
+        "acme",
+        "--purpose",
+        "gossip",
+        "--notice",
+        "contract",
+        "--granted-by",
+        "DPO",
+        "--evidence",
+        "x",
+    )
+    _assert_one_clear_line(unknown, "unknown purposes: gossip")
+    assert _run(env, "audit", "verify").returncode == 0
