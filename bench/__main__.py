@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from bench import store_rss, store_upload
+from bench import call_hook, consent_decide, store_rss, store_upload
 
 if __name__ == "__main__":
     print("== storage: encrypted streaming store vs raw put_object ==")
     store_upload.run()
     print("== storage: memory while storing 1 GiB ==")
     store_rss.run()
+    print("== consent: decide() with 10,000 clients and 100,000 grants ==")
+    consent_decide.run()
+    print("== consent: call hook over HTTP vs bare endpoint ==")
+    call_hook.run()

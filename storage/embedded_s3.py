@@ -278,6 +278,11 @@ class EmbeddedS3:
             # Else a put into a missing bucket recreates it, silently unversioned.
             "-s3.autoCreateBucket=false",
             f"-s3.config={identities.absolute()}",
+            # Every bucket takes volumes of its own; with the defaults the volume server
+            # runs out after some 70 buckets and every write fails with InternalError.
+            # Small volumes and a count sized from free disk keep writes going.
+            "-master.volumeSizeLimitMB=128",
+            "-volume.max=0",
             f"-admin.port={admin}",
             f"-admin.port.grpc={admin + _GRPC_OFFSET}",
         ]

@@ -7,8 +7,8 @@ than after it, and ``complete`` only has the short last part left to send. The s
 class uploads a finished file (``ObjectStore.put_file``).
 
 Memory stays bounded whatever the file size: a queued part is an offset, not bytes; a
-part is read only by the worker about to send it, and at most ``concurrency`` workers
-run per upload (fewer when a semaphore shared by several uploads caps them all).
+part is read only by the worker about to send it, into one of ``PartBuffers`` (which
+several uploads can share, to cap the parts in memory across all of them).
 Nothing touches S3 until the first whole part is there, so a file that never grows
 past one part never starts a multipart upload.
 """
@@ -18,9 +18,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from contextlib import nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +36,33 @@ MIN_PART = 5 * 1024 * 1024  # S3 rejects smaller parts, except the last
 MAX_PARTS = 10_000  # S3's limit on parts per upload
 
 
+class PartBuffers:
+    """At most ``count`` part buffers in use at once, kept for reuse between parts.
+
+    Reuse matters beyond the allocation: every page of a fresh multi-MiB buffer faults
+    on first touch, which here costs about as much CPU as encrypting it. Buffers are
+    ``bytearray`` because botocore copies a ``bytes`` body into one string with the
+    headers before sending it, doubling the memory of each part in flight.
+    """
+
+    def __init__(self, count: int, size: int) -> None:
+        self.size = size
+        self._slots = threading.BoundedSemaphore(count)
+        self._free: deque[bytearray] = deque()  # append and pop are thread-safe
+
+    @contextmanager
+    def take(self, length: int) -> Iterator[bytearray]:
+        """A buffer of exactly ``length`` bytes; waits while ``count`` are in use."""
+        with self._slots:
+            reusable = length == self.size
+            buf = self._free.pop() if reusable and self._free else bytearray(length)
+            try:
+                yield buf
+            finally:
+                if reusable:
+                    self._free.append(buf)
+
+
 class PartUploader:
     """Uploads ``path`` to ``key`` as an S3 multipart upload while the file grows."""
 
@@ -47,13 +75,15 @@ class PartUploader:
         tags: Mapping[str, str],
         part_size: int,
         concurrency: int,
-        slots: threading.Semaphore | None = None,
+        buffers: PartBuffers | None = None,
     ) -> None:
         if part_size < MIN_PART or concurrency < 1:
             raise ValueError(f"part_size must be >= {MIN_PART} and concurrency >= 1")
         self.key, self.path, self.tags = key, path, dict(tags)
         self._store, self._part_size, self._concurrency = store, part_size, concurrency
-        self._slots = slots
+        if buffers is None or buffers.size != part_size:
+            buffers = PartBuffers(concurrency, part_size)
+        self._buffers = buffers
         self._sent = 0  # bytes handed to parts so far
         self._parts: list[Future[str]] = []
         self._error: BaseException | None = None
@@ -103,6 +133,7 @@ class PartUploader:
         except BaseException:
             self.abort()
             raise
+        self._upload_id = None  # completed: nothing left to abort
         self._close()
         return result
 
@@ -144,9 +175,8 @@ class PartUploader:
             upload_id = self._upload_id.result()
             if self._error is not None:
                 return ""  # an earlier part failed: the upload is doomed, spare the bytes
-            with self._slots if self._slots is not None else nullcontext():
-                data = os.pread(self._fd, length, offset)
-                if len(data) != length:
+            with self._buffers.take(length) as data:
+                if os.preadv(self._fd, [data], offset) != length:
                     raise ObjectStoreError(f"upload_part {self.key}: file shrank during upload")
                 return self._store.upload_part(self.key, upload_id, number, data)
         except BaseException as exc:

@@ -279,11 +279,19 @@ class ObjectStore:
             resp = self._s3.create_multipart_upload(Bucket=self.bucket, Key=key, **_tagging(tags))
         return resp["UploadId"]
 
-    def upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> str:
-        """Send part ``number`` (from 1) of an upload; return its ETag."""
+    def upload_part(self, key: str, upload_id: str, number: int, data: bytes | bytearray) -> str:
+        """Send part ``number`` (from 1) of an upload; return its ETag.
+
+        A ``bytearray`` is sent as it is; a ``bytes`` body is first copied whole into
+        one string with the request headers.
+        """
         with _translate("upload_part", key):
             resp = self._s3.upload_part(
-                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=data,  # type: ignore[arg-type]  # botocore takes bytearray; stubs omit it
             )
         return resp["ETag"]
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,12 +31,16 @@ from storage.db import session_scope
 from storage.errors import IntegrityError, ObjectStoreError, StoreUnavailable
 from storage.ids import new_id
 from storage.keyring import Keyring
-from storage.multipart import PartUploader
+from storage.multipart import PartBuffers, PartUploader
 from storage.objectstore import ObjectStore, PutResult
 
 log = logging.getLogger(__name__)
 
 _PART, _SEALED = ".part", ".sealed"
+# Fed to the encryptor in slices of a few chunks: it returns each call's ciphertext as
+# one new buffer, and buffers this small are recycled by the allocator, while fresh
+# ones of a MiB fault in page by page (which doubled the cost of encryption).
+_FEED = 4 * crypto.DEFAULT_CHUNK_SIZE
 
 
 @dataclass(frozen=True)
@@ -77,7 +80,9 @@ class SpoolWriter:
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Encrypt ``data`` into the spool; start uploading each part as it completes."""
-        self._file.write(self._encryptor.update(data))
+        view = memoryview(data).cast("B")
+        for start in range(0, len(view), _FEED):
+            self._file.write(self._encryptor.update(view[start : start + _FEED]))
         spooled = self._encryptor.ciphertext_size
         if self.upload is not None and self.upload.due(spooled):
             self._file.flush()  # the upload reads the part back from the file
@@ -126,7 +131,7 @@ class Vault:
         self._part_size = part_size
         self._concurrency = concurrency
         # Caps the parts held in memory across every recording this vault streams at once.
-        self._slots = threading.BoundedSemaphore(concurrency)
+        self._buffers = PartBuffers(concurrency, part_size)
         spool_dir.mkdir(parents=True, exist_ok=True)
 
     def begin(self, draft: RecordingDraft, *, now: datetime) -> SpoolWriter:
@@ -169,7 +174,7 @@ class Vault:
             tags=catalog.object_tags(draft.client_id, draft.purposes),
             part_size=self._part_size,
             concurrency=self._concurrency,
-            slots=self._slots,
+            buffers=self._buffers,
         )
         return SpoolWriter(recording_id, path, key, upload)
 
@@ -181,7 +186,11 @@ class Vault:
         duration_s: float | None = None,
         ended_at: datetime | None = None,
     ) -> Recording:
-        """Seal the spool and finish its upload; on an S3 outage it waits in the spool."""
+        """Seal the spool and finish its upload; on an S3 outage it waits in the spool.
+
+        ``write`` spooled and encrypted the audio and sent the whole parts, tagged since
+        ``begin``; here the last part goes up, then the catalog and the audit log follow.
+        """
         path, size, sha256 = writer.seal()
         with session_scope(self._engine) as session:
             recording = _require(session, writer.recording_id)
@@ -265,9 +274,10 @@ class Vault:
         tags = catalog.object_tags(recording.client_id, purposes)
         try:
             result = self._send(recording.object_key, path, tags=tags, streamed=streamed)
-        except ObjectStoreError as exc:
-            # Durable before finish returns: in S3 once the upload completed, otherwise
-            # on disk. So the fsync is paid only here, off the path of a working S3.
+        except BaseException as exc:
+            # The recording must be durable before finish returns or raises: in S3 once
+            # the upload completed, otherwise on disk. So the spool is fsynced only here,
+            # off the path of a working S3, where it would cost time and buy nothing.
             _fsync(path)
             if not isinstance(exc, StoreUnavailable):
                 raise
@@ -325,7 +335,7 @@ class Vault:
     def _check_spool(self, session: Session, recording: Recording, path: Path) -> bool:
         """Whether a sealed spool authenticates to its end; fill in its size and hash.
 
-        Sealing does not fsync (see ``finish``), so a power cut before the upload
+        Sealing does not fsync (see ``_upload``), so a power cut before the upload
         completed can leave a sealed name over missing blocks: that spool is no whole
         recording. The catalog lacks size and hash if the crash came right after sealing.
         """

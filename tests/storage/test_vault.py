@@ -3,10 +3,15 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import threading
 from collections.abc import Iterator
+from contextlib import suppress
+from dataclasses import replace
 from datetime import datetime, timedelta
 from io import BytesIO
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy.engine import Engine
@@ -16,13 +21,19 @@ from storage import catalog
 from storage.audit import AuditLog
 from storage.catalog import Recording, RecordingState
 from storage.db import session_scope
-from storage.errors import IntegrityError, KeyDestroyed
+from storage.embedded_s3 import EmbeddedS3
+from storage.errors import IntegrityError, KeyDestroyed, ObjectNotFound
 from storage.keyring import Keyring
 from storage.objectstore import ObjectStore, S3Config
-from storage.vault import RecordingDraft, Vault
+from storage.vault import RecordingDraft, SpoolWriter, Vault
+from tests.conftest import drop_bucket, unique_bucket
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 MASTER = b"m" * 32
 AUDIO = os.urandom(300_000)
+PART = 5 * 1024 * 1024  # the vaults below stream parts of this size, S3's minimum
 
 
 def _vault(engine: Engine, store: ObjectStore, spool: Path) -> Vault:
@@ -33,7 +44,7 @@ def _vault(engine: Engine, store: ObjectStore, spool: Path) -> Vault:
         keyring=keyring,
         audit=AuditLog(keyring.derive("audit-anchor")),
         spool_dir=spool,
-        part_size=5 * 1024 * 1024,
+        part_size=PART,
     )
 
 
@@ -243,3 +254,172 @@ def test_destroyed_key_makes_the_object_unreadable(
         Keyring(MASTER).destroy_recording_key(session, recording_id=recording.id, now=now)
     with pytest.raises(KeyDestroyed):
         _plaintext(vault, recording)
+
+
+class _Relay:
+    """A TCP relay in front of the S3 server; ``cut`` is a network outage."""
+
+    def __init__(self, upstream: str) -> None:
+        url = urlsplit(upstream)
+        self._upstream = (url.hostname or "127.0.0.1", url.port or 80)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._threads = [threading.Thread(target=self._accept)]
+        self._threads[0].start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:  # the listener was shut: the outage began
+                return
+            server = socket.create_connection(self._upstream)
+            with self._lock:
+                self._sockets += [client, server]
+                for source, sink in ((client, server), (server, client)):
+                    pump = threading.Thread(target=self._pump, args=(source, sink))
+                    self._threads.append(pump)
+                    pump.start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def cut(self) -> None:
+        """Refuse new connections and reset the open ones."""
+        self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        self._listener.close()
+        with self._lock:
+            for sock in self._sockets:
+                with suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+        for thread in self._threads:
+            thread.join()
+        for sock in self._sockets:
+            sock.close()
+
+
+def _write_parts(writer: SpoolWriter, parts: float) -> bytes:
+    """Write ``parts`` parts' worth of fresh audio; the upload starts on the first one."""
+    audio = os.urandom(int(parts * PART))
+    for piece in _pieces(audio, 256 * 1024):
+        writer.write(piece)
+    assert writer.upload is not None and writer.upload.started
+    return audio
+
+
+def test_large_recording_streams_as_multipart(
+    vault: Vault, object_store: ObjectStore, engine: Engine, now: datetime, tmp_path: Path
+) -> None:
+    writer = vault.begin(_draft(now), now=now)
+    audio = _write_parts(writer, 3.2)  # parts go up while the capture goes on
+    recording = vault.finish(writer, now=now)
+    assert recording.state == RecordingState.STORED
+    info = object_store.head(recording.object_key)
+    assert info.etag.endswith("-4")  # three whole parts sent during capture, then the rest
+    assert (info.size, info.version_id) == (recording.size, recording.version_id)
+    assert _plaintext(vault, recording) == audio
+    stored = b"".join(object_store.get_stream(recording.object_key))
+    assert recording.sha256 == hashlib.sha256(stored).hexdigest()
+    with Session(engine) as session:
+        purposes = catalog.purposes_of(session, recording.id)
+    assert object_store.get_tags(recording.object_key) == catalog.object_tags("acme", purposes)
+    assert list((tmp_path / "spool").iterdir()) == []
+    assert _audit_kinds(engine) == ["recording.stored"]
+
+
+def test_outage_mid_upload_keeps_the_spool_for_recover(
+    engine: Engine,
+    object_store: ObjectStore,
+    s3_server: EmbeddedS3,
+    s3_admin: S3Client,
+    now: datetime,
+    tmp_path: Path,
+) -> None:
+    relay = _Relay(s3_server.endpoint_url)
+    via_relay = replace(
+        s3_server.config(object_store.bucket), endpoint_url=f"http://127.0.0.1:{relay.port}"
+    )
+    spool = tmp_path / "spool"
+    with ObjectStore.from_config(via_relay, max_attempts=1) as flaky:
+        vault = _vault(engine, flaky, spool)
+        writer = vault.begin(_draft(now), now=now)
+        audio = _write_parts(writer, 2.5)
+        relay.cut()  # S3 goes away while parts are in flight
+        audio += _write_parts(writer, 1.5)
+        recording = vault.finish(writer, now=now)
+    assert recording.state == RecordingState.RECORDING
+    assert [p.suffix for p in spool.iterdir()] == [".sealed"]
+
+    vault = _vault(engine, object_store, spool)  # S3 is back
+    assert vault.recover(now=now) == 1
+    with Session(engine) as session:
+        stored = catalog.get_recording(session, recording.id)
+    assert stored is not None and stored.state == RecordingState.STORED
+    assert _plaintext(vault, stored) == audio
+    assert list(spool.iterdir()) == []
+    # The abort could not reach S3 during the outage; recover cleaned the parts up.
+    assert not s3_admin.list_multipart_uploads(Bucket=object_store.bucket).get("Uploads")
+
+
+def test_store_error_fails_finish_but_keeps_the_spool(
+    engine: Engine, s3_server: EmbeddedS3, s3_admin: S3Client, now: datetime, tmp_path: Path
+) -> None:
+    bucket = unique_bucket()  # not created yet: S3 answers, and answers "no"
+    spool = tmp_path / "spool"
+    with ObjectStore.from_config(s3_server.config(bucket)) as store:
+        vault = _vault(engine, store, spool)
+        writer = vault.begin(_draft(now), now=now)
+        audio = _write_parts(writer, 2.5)
+        # The streamed upload fails, then so does sending the spool: the error is no outage.
+        with pytest.raises(ObjectNotFound, match="NoSuchBucket"):
+            vault.finish(writer, now=now)
+        assert [p.suffix for p in spool.iterdir()] == [".sealed"]
+
+        store.ensure_bucket()
+        try:
+            assert vault.recover(now=now) == 1
+            with Session(engine) as session:
+                stored = catalog.get_recording(session, writer.recording_id)
+            assert stored is not None and stored.state == RecordingState.STORED
+            assert _plaintext(vault, stored) == audio
+        finally:
+            drop_bucket(s3_admin, bucket)
+
+
+def test_discard_mid_upload_leaves_no_parts(
+    vault: Vault,
+    object_store: ObjectStore,
+    s3_admin: S3Client,
+    engine: Engine,
+    now: datetime,
+    tmp_path: Path,
+) -> None:
+    writer = vault.begin(_draft(now), now=now)
+    _write_parts(writer, 3.5)
+    vault.discard(writer, reason="caller opted out", now=now)
+    assert not s3_admin.list_multipart_uploads(Bucket=object_store.bucket).get("Uploads")
+    assert list(object_store.list_keys("acme/")) == []
+    assert list((tmp_path / "spool").iterdir()) == []
+    assert _audit_kinds(engine) == ["recording.discarded"]
+
+
+def test_torn_sealed_spool_is_not_uploaded(
+    vault: Vault, object_store: ObjectStore, engine: Engine, now: datetime
+) -> None:
+    writer = vault.begin(_draft(now), now=now)
+    writer.write(AUDIO)
+    path, size, _sha = writer.seal()
+    os.truncate(path, size // 2)  # a power cut before the spool reached the disk
+    assert vault.recover(now=now) == 0
+    with Session(engine) as session:
+        recording = catalog.get_recording(session, writer.recording_id)
+    assert recording is not None and recording.state == RecordingState.FAILED
+    assert recording.failure == "spool torn"
+    assert list(object_store.list_keys("acme/")) == []
