@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint format bench migrate s3 clean
+.PHONY: install run test lint format bench migrate purge s3 clean
 
 install: $(STAMP)
 
@@ -35,6 +35,9 @@ bench: install  ## benchmarks; each prints its figures and the ratio to a same-r
 
 migrate: install  ## apply database migrations
 	$(BIN)/callrec migrate
+
+purge: install  ## withdraw expired purposes and purge what has none left (ARGS="--dry-run")
+	$(BIN)/callrec purge $(ARGS)
 
 s3: install  ## run the embedded SeaweedFS S3 alone
 	$(BIN)/callrec s3 serve

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
@@ -20,6 +21,7 @@ from consent.apikeys import ApiKeyPublic, IssuedKey, Principal, Role
 from consent.clients import ClientCreate, ClientPublic
 from consent.decision import unavailable
 from consent.errors import NotFound, PermissionDenied, Unauthenticated
+from consent.reader import ConsentReader
 from storage.audit import AuditLog
 from storage.db import session_scope
 from storage.errors import DatabaseUnavailable
@@ -38,6 +40,8 @@ class ApiContext:
     clock: Callable[[], datetime]
     admin_key: str | None = None
     sip_uri_host: str = "127.0.0.1:5080"
+    # Per-process caches of what decisions read; see consent.reader for why they hold.
+    consent_reader: ConsentReader = field(default_factory=ConsentReader)
 
     @contextmanager
     def write(self) -> Iterator[Session]:
@@ -55,11 +59,12 @@ class ApiContext:
         """The key that hashes API key secrets."""
         return keyring.derive("api-keys")
 
-    @property
+    # Derived once: the master key does not change while the process runs.
+    @cached_property
     def key_pepper(self) -> bytes:
         return self.pepper_of(self.keyring)
 
-    @property
+    @cached_property
     def phone_key(self) -> bytes:
         return self.keyring.derive("phone-hash")
 
@@ -76,16 +81,22 @@ def authenticate(
     context: Context, authorization: Annotated[str | None, Header()] = None
 ) -> Principal:
     """The caller behind ``Authorization: Bearer <key>``."""
+    token = _bearer_token(authorization)
+    with context.read() as session:
+        return _principal(session, context, token)
+
+
+def _bearer_token(authorization: str | None) -> str:
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("missing api key: send 'Authorization: Bearer <key>'")
-    with context.read() as session:
-        return apikeys.authenticate(
-            session,
-            token.strip(),
-            pepper=context.key_pepper,
-            bootstrap_admin_key=context.admin_key,
-        )
+    return token.strip()
+
+
+def _principal(session: Session, context: ApiContext, token: str) -> Principal:
+    return apikeys.authenticate(
+        session, token, pepper=context.key_pepper, bootstrap_admin_key=context.admin_key
+    )
 
 
 Caller = Annotated[Principal, Depends(authenticate)]
@@ -355,7 +366,7 @@ def list_purposes(context: Context, principal: Caller) -> dict[str, list[registr
         return {"items": [registry.to_public(p) for p in registry.purposes(session).values()]}
 
 
-def _decision_public(context: ApiContext, row: calls.CallDecision) -> DecisionPublic:
+def _decision_public(context: ApiContext, row: calls.DecisionView) -> DecisionPublic:
     expires = row.purpose_expiries()
     live = row.record or row.awaiting_caller_consent
     return DecisionPublic(
@@ -392,19 +403,23 @@ def call_hook(
 ) -> DecisionPublic:
     """Ask, at call setup, whether this call may be recorded (fails closed)."""
     now = context.clock()
+    token = _bearer_token(authorization)
     try:
-        principal = allow(Role.INTEGRATOR)(authenticate(context, authorization))
+        # One transaction for the key check and the decision: a second session would
+        # cost a connection check-out and a commit of its own on every call.
         with context.write() as session:
+            principal = allow(Role.INTEGRATOR)(_principal(session, context, token))
             row = calls.ask(
                 session,
                 client_id=tenant_of(principal),
                 request=body,
                 phone_key=context.phone_key,
+                reader=context.consent_reader,
                 actor=principal.actor,
                 audit=context.audit,
                 now=now,
             )
-            return _decision_public(context, row)
+        return _decision_public(context, row)
     except (sa.exc.SQLAlchemyError, DatabaseUnavailable):
         # Fail closed: consent that cannot be read is consent that was not given, and
         # the answer is a plain "do not record", never an error a platform might ignore.
@@ -446,7 +461,7 @@ def caller_consent(
             audit=context.audit,
             now=context.clock(),
         )
-        return _decision_public(context, row)
+        return _decision_public(context, calls.DecisionView.of(row))
 
 
 @router.post("/calls/{call_id}/{action}", tags=["calls"])

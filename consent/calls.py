@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -19,14 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlmodel import Field as SQLField
 from sqlmodel import Session, SQLModel, select
 
-from consent import ledger, registry
-from consent.clients import Client, ClientStatus
 from consent.decision import apply_caller_answer, decide
-from consent.domain import CallFacts, Channel, ClientConsent, Decision, Direction, Reason
+from consent.domain import CallFacts, Channel, Decision, Direction, Reason
 from consent.errors import NotFound, StateConflict
 from consent.jurisdiction import normalize_jurisdiction
-from consent.objections import objections_of
 from consent.phones import hash_phone, normalize_phone
+from consent.reader import ConsentReader
 from storage.audit import AuditLog
 from storage.ids import new_id
 from storage.types import UTCDateTime
@@ -133,19 +132,35 @@ class CallDecision(SQLModel, table=True):
         )
 
 
-def load_client_consent(session: Session, client_id: str) -> ClientConsent | None:
-    """Everything ``decide`` needs about a client, or None if it does not exist."""
-    client = session.get(Client, client_id)
-    if client is None:
-        return None
-    grants = ledger.current_grants(ledger.ledger(session, client_id)).values()
-    return ClientConsent(
-        client_id=client_id,
-        active=client.status == ClientStatus.ACTIVE,
-        grants=tuple(ledger.to_grant(granted, revoked) for granted, revoked in grants),
-        retention_days=registry.retention_days(session, client_id),
-        objections=objections_of(session, client_id),
-    )
+@dataclass(frozen=True, slots=True)
+class DecisionView:
+    """A decision as the call hook answers it: the row's fields, without an ORM object.
+
+    A fresh decision is inserted with one Core statement; building a ``CallDecision``
+    only to read it back would cost more than the insert.
+    """
+
+    id: str
+    client_id: str
+    call_id: str
+    channel: str
+    record: bool
+    reason: str
+    purposes: str  # JSON {purpose: expiry ISO}, as stored
+    grant_id: str | None
+    grant_version: int | None
+    rule: str
+    rule_jurisdiction: str | None
+    announcement_required: bool
+    awaiting_caller_consent: bool
+    state: str
+
+    @classmethod
+    def of(cls, row: CallDecision) -> DecisionView:
+        return cls(**{name: getattr(row, name) for name in cls.__slots__})
+
+    def purpose_expiries(self) -> dict[str, datetime]:
+        return {p: datetime.fromisoformat(e) for p, e in json.loads(self.purposes).items()}
 
 
 def ask(
@@ -154,17 +169,20 @@ def ask(
     client_id: str,
     request: CallRequest,
     phone_key: bytes,
+    reader: ConsentReader,
     actor: str,
     audit: AuditLog,
     now: datetime,
-) -> CallDecision:
+) -> DecisionView:
     """Decide whether to record a call, persist the decision and audit it.
 
     Asking again for the same call returns the first decision unchanged.
     """
-    existing = find_call(session, client_id=client_id, call_id=request.call_id)
+    existing = session.execute(
+        _FIND_ID, {"client_id": client_id, "call_id": request.call_id}
+    ).scalar_one_or_none()
     if existing is not None:
-        return existing
+        return DecisionView.of(session.get_one(CallDecision, existing))
     participants = (hash_phone(phone_key, request.from_), hash_phone(phone_key, request.to))
     facts = CallFacts(
         call_id=request.call_id,
@@ -174,25 +192,26 @@ def ask(
         jurisdictions=(request.jurisdiction, request.jurisdiction),
         purposes=None if request.purposes is None else frozenset(request.purposes),
     )
-    decision = decide(
-        load_client_consent(session, client_id), facts, registry.rule_book(session), now
-    )
-    row = CallDecision(
-        id=new_id("dec", now),
-        client_id=client_id,
-        call_id=request.call_id,
-        channel=request.channel,
-        direction=request.direction,
-        participants=json.dumps(participants),
-        jurisdiction=request.jurisdiction,
-        decided_at=now,
-        updated_at=now,
+    consent = reader.client_consent(session, client_id, participants)
+    decision = decide(consent, facts, reader.reference(session).rules, now)
+    fields = {
+        "id": new_id("dec", now),
+        "client_id": client_id,
+        "call_id": request.call_id,
+        "channel": request.channel,
+        "direction": request.direction,
+        "participants": json.dumps(participants),
+        "jurisdiction": request.jurisdiction,
+        "state": CallState.OPEN,
+        "decided_at": now,
+        "updated_at": now,
         **_decision_fields(decision),
-    )
-    session.add(row)
-    _audit(session, audit, row, "call.decided", actor, now)
-    session.flush()
-    return row
+    }
+    # Core, not session.add(): the ORM's unit of work would cost more than the insert.
+    session.execute(_INSERT, fields)
+    view = DecisionView(**{name: fields[name] for name in DecisionView.__slots__})
+    _audit(session, audit, view, "call.decided", actor, now)
+    return view
 
 
 def answer_caller_consent(
@@ -218,7 +237,7 @@ def answer_caller_consent(
     row.caller_method, row.caller_notice_version = request.method, request.notice_version
     row.caller_answered_at = row.updated_at = now
     session.add(row)
-    _audit(session, audit, row, "call.caller_consent", actor, now)
+    _audit(session, audit, DecisionView.of(row), "call.caller_consent", actor, now)
     session.flush()
     return row
 
@@ -248,9 +267,17 @@ def change_state(
         raise StateConflict(f"call {call_id} is {row.state}; cannot {action}", code="call_state")
     row.state, row.updated_at = target, now
     session.add(row)
-    _audit(session, audit, row, f"call.{target}", actor, now)
+    _audit(session, audit, DecisionView.of(row), f"call.{target}", actor, now)
     session.flush()
     return row
+
+
+_DECISIONS: sa.Table = CallDecision.__table__  # type: ignore[attr-defined]
+_FIND_ID = sa.select(_DECISIONS.c.id).where(
+    _DECISIONS.c.client_id == sa.bindparam("client_id"),
+    _DECISIONS.c.call_id == sa.bindparam("call_id"),
+)
+_INSERT = sa.insert(_DECISIONS)
 
 
 def find_call(session: Session, *, client_id: str, call_id: str) -> CallDecision | None:
@@ -302,7 +329,7 @@ def _to_decision(row: CallDecision) -> Decision:
 
 
 def _audit(
-    session: Session, audit: AuditLog, row: CallDecision, kind: str, actor: str, now: datetime
+    session: Session, audit: AuditLog, row: DecisionView, kind: str, actor: str, now: datetime
 ) -> None:
     audit.append(
         session,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
+from types import MappingProxyType
 
 import sqlalchemy as sa
 from sqlmodel import Field, Session, SQLModel, select
@@ -28,6 +30,9 @@ class Purpose(SQLModel, table=True):
     default_retention_days: int
     max_retention_days: int
     storage_countries: str = Field(default="[]", sa_type=sa.Text)  # JSON list of ISO codes
+
+
+_PURPOSES: sa.Table = Purpose.__table__  # type: ignore[attr-defined]
 
 
 class PurposePublic(SQLModel):
@@ -60,6 +65,27 @@ class RetentionOverride(SQLModel, table=True):
     purpose: str = Field(primary_key=True, foreign_key="purposes.name", max_length=40)
     days: int
     updated_at: datetime = Field(sa_type=UTCDateTime)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The reference data a decision needs: default retention per purpose, the rule book.
+
+    Both change only through migrations (they are seeded there), so a process may load
+    them once and keep them: a migration that changes them is deployed with a restart.
+    """
+
+    default_days: Mapping[str, int]
+    rules: RuleBook
+
+
+def load_reference(session: Session) -> Reference:
+    """Read the purposes' default retention and the jurisdiction rule book."""
+    days = session.execute(sa.select(_PURPOSES.c.name, _PURPOSES.c.default_retention_days))
+    return Reference(
+        default_days=MappingProxyType({name: count for name, count in days}),
+        rules=rule_book(session),
+    )
 
 
 def purposes(session: Session) -> dict[str, Purpose]:

@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
@@ -340,6 +340,55 @@ def consent_list(client: str) -> None:
                 until,
             )
     out.print(table)
+
+
+@app.command()
+def purge(
+    as_of: Annotated[
+        datetime | None,
+        typer.Option("--as-of", help="Purge as if it were this time (UTC); default now"),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show, change nothing")] = False,
+) -> None:
+    """Withdraw expired purposes and purge recordings with none left, with proofs."""
+    from rich.progress import Progress
+
+    import consent.models  # noqa: F401  (every table known, so foreign keys resolve)
+    from retention.purge import Purger
+    from storage.backend import StorageBackend
+
+    now = _now()
+    when = now if as_of is None else as_of.replace(tzinfo=as_of.tzinfo or UTC)
+    if when < now - timedelta(minutes=1):
+        raise typer.BadParameter(
+            f"{when:%Y-%m-%d %H:%M} is in the past; purges run as of now or later",
+            param_hint="--as-of",
+        )
+    backend = StorageBackend(_settings())
+    backend.start(now=now)
+    try:
+        purger = Purger(
+            engine=backend.engine, store=backend.store, keyring=backend.keyring, audit=backend.audit
+        )
+        with Progress(console=err, transient=True) as progress:
+            task = progress.add_task("purging", total=None)
+            report = purger.sweep(
+                as_of=when,
+                now=now,
+                dry_run=dry_run,
+                actor=CLI_ACTOR,
+                on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+    finally:
+        backend.stop()
+    verb = "would" if dry_run else "did"
+    out.print(
+        f"as of {when:%Y-%m-%d %H:%M} UTC: {verb} expire {report.purposes_expired} purposes, "
+        f"{verb} purge {report.purged} recordings; {report.held} kept under legal hold"
+    )
+    if report.failed:
+        err.print(f"{len(report.failed)} failed, retried next sweep: {', '.join(report.failed)}")
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlmodel import Field, Session, SQLModel, select
@@ -54,6 +54,20 @@ class AuditAnchor(SQLModel, table=True):
     mac: str = Field(max_length=64)
 
 
+# Built once: the statements of every append.
+_EVENTS: sa.Table = AuditEvent.__table__  # type: ignore[attr-defined]
+_ANCHOR: sa.Table = AuditAnchor.__table__  # type: ignore[attr-defined]
+_LOCK = sa.text("SELECT pg_advisory_xact_lock(:id)")
+_HEAD = sa.select(_EVENTS.c.seq, _EVENTS.c.hash).order_by(_EVENTS.c.seq.desc()).limit(1)
+_INSERT_EVENT = sa.insert(_EVENTS)
+_UPDATE_ANCHOR = (
+    sa.update(_ANCHOR)
+    .where(_ANCHOR.c.id == 1)
+    .values(seq=sa.bindparam("seq"), hash=sa.bindparam("hash"), mac=sa.bindparam("mac"))
+)
+_INSERT_ANCHOR = sa.insert(_ANCHOR)
+
+
 @dataclass(frozen=True)
 class ChainReport:
     """What ``AuditLog.verify`` found: ``first_bad`` is the first event that fails."""
@@ -64,17 +78,38 @@ class ChainReport:
     problem: str | None = None
 
 
+class Appended(NamedTuple):
+    """What ``AuditLog.append`` wrote: the event's place in the chain."""
+
+    seq: int
+    hash: str
+
+
 def canonical(event: AuditEvent) -> str:
     """The bytes that get hashed: sorted keys, no spaces, UTC time to the microsecond."""
-    return json.dumps(
+    return _canonical(
         {
             "seq": event.seq,
-            "at": event.at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "at": event.at,
             "kind": event.kind,
             "actor": event.actor,
             "client_id": event.client_id,
             "subject": event.subject,
-            "data": json.loads(event.data),
+            "data": event.data,
+        }
+    )
+
+
+def _canonical(fields: Mapping[str, Any]) -> str:
+    return json.dumps(
+        {
+            "seq": fields["seq"],
+            "at": fields["at"].strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "kind": fields["kind"],
+            "actor": fields["actor"],
+            "client_id": fields["client_id"],
+            "subject": fields["subject"],
+            "data": json.loads(fields["data"]),
         },
         sort_keys=True,
         separators=(",", ":"),
@@ -83,7 +118,11 @@ def canonical(event: AuditEvent) -> str:
 
 
 def chain_hash(prev_hash: str, event: AuditEvent) -> str:
-    return hashlib.sha256((prev_hash + canonical(event)).encode()).hexdigest()
+    return _hash(prev_hash, canonical(event))
+
+
+def _hash(prev_hash: str, canonical_event: str) -> str:
+    return hashlib.sha256((prev_hash + canonical_event).encode()).hexdigest()
 
 
 class AuditLog:
@@ -102,35 +141,35 @@ class AuditLog:
         client_id: str | None = None,
         subject: str | None = None,
         data: Mapping[str, Any] | None = None,
-    ) -> AuditEvent:
-        """Append one event in the caller's transaction (the caller commits)."""
+    ) -> Appended:
+        """Append one event in the caller's transaction (the caller commits).
+
+        Core statements rather than ORM objects: every call decision appends one event,
+        and the ORM's unit of work costs several times what the three statements do.
+        """
         if session.get_bind().dialect.name == "postgresql":
-            session.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _POSTGRES_LOCK_ID})
-        head = session.exec(
-            select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(1)  # type: ignore[attr-defined]
-        ).first()
-        event = AuditEvent(
-            seq=head.seq + 1 if head else 1,
-            at=now,
-            kind=kind,
-            actor=actor,
-            client_id=client_id,
-            subject=subject,
-            data=json.dumps(dict(data or {}), sort_keys=True, separators=(",", ":"), default=str),
-            prev_hash=head.hash if head else GENESIS_HASH,
-            hash="",
-        )
-        event.hash = chain_hash(event.prev_hash, event)
-        session.add(event)
-        anchor = session.get(AuditAnchor, 1) or AuditAnchor(id=1, seq=0, hash="", mac="")
-        anchor.seq, anchor.hash, anchor.mac = (
-            event.seq,
-            event.hash,
-            self._mac(event.seq, event.hash),
-        )
-        session.add(anchor)
-        session.flush()
-        return event
+            session.execute(_LOCK, {"id": _POSTGRES_LOCK_ID})
+        head = session.execute(_HEAD).first()
+        # A plain dict, not an AuditEvent: building a SQLModel object costs more than
+        # the insert itself.
+        event: dict[str, Any] = {
+            "seq": head.seq + 1 if head else 1,
+            "at": now,
+            "kind": kind,
+            "actor": actor,
+            "client_id": client_id,
+            "subject": subject,
+            "data": json.dumps(dict(data or {}), sort_keys=True, separators=(",", ":"), default=str),
+            "prev_hash": head.hash if head else GENESIS_HASH,
+        }
+        event["hash"] = _hash(event["prev_hash"], _canonical(event))
+        session.execute(_INSERT_EVENT, event)
+        seq, hash_ = event["seq"], event["hash"]
+        anchor = {"seq": seq, "hash": hash_, "mac": self._mac(seq, hash_)}
+        updated: sa.CursorResult[Any] = session.execute(_UPDATE_ANCHOR, anchor)  # type: ignore[assignment]
+        if updated.rowcount == 0:  # the very first event (or a removed anchor, put back)
+            session.execute(_INSERT_ANCHOR, {"id": 1, **anchor})
+        return Appended(seq, hash_)
 
     def verify(self, session: Session) -> ChainReport:
         """Walk the whole chain; report the first edited, inserted or removed event."""
