@@ -154,7 +154,7 @@ def authenticate(
     if not token.startswith(_PREFIX) or not key_id or not secret:
         raise Unauthenticated("invalid api key")
     # Read on every request, never cached: a revoked key stops working at once.
-    row = session.execute(_KEY_BY_ID, {"id": key_id}).first()
+    row = session.connection().execute(_KEY_BY_ID, {"id": key_id}).first()
     if row is None or not hmac.compare_digest(row.secret_hash, _hash(pepper, secret)):
         raise Unauthenticated("invalid api key")
     if row.revoked is not None:

@@ -178,7 +178,9 @@ def ask(
 
     Asking again for the same call returns the first decision unchanged.
     """
-    existing = session.execute(
+    # Core statements on the session's connection: the ORM would cost more than they do.
+    connection = session.connection()
+    existing = connection.execute(
         _FIND_ID, {"client_id": client_id, "call_id": request.call_id}
     ).scalar_one_or_none()
     if existing is not None:
@@ -207,8 +209,7 @@ def ask(
         "updated_at": now,
         **_decision_fields(decision),
     }
-    # Core, not session.add(): the ORM's unit of work would cost more than the insert.
-    session.execute(_INSERT, fields)
+    connection.execute(_INSERT, fields)
     view = DecisionView(**{name: fields[name] for name in DecisionView.__slots__})
     _audit(session, audit, view, "call.decided", actor, now)
     return view

@@ -117,7 +117,7 @@ class ConsentReader:
         """
         caller, callee = participants
         params = {"client_id": client_id, "caller": caller, "callee": callee}
-        rows = session.execute(_SNAPSHOT, params).all()
+        rows = session.connection().execute(_SNAPSHOT, params).all()
         if not rows:
             return None
         first = rows[0]

@@ -68,11 +68,13 @@ def serve(
     import uvicorn
 
     from recorder.app import create_app
+    from recorder.scheduler import start_jobs
     from storage.backend import StorageBackend
 
     settings = _settings()
     backend = StorageBackend(settings)
     backend.start(now=_now())
+    jobs = start_jobs(backend)
     try:
         server = uvicorn.Server(
             uvicorn.Config(
@@ -89,6 +91,7 @@ def serve(
         with contextlib.suppress(KeyboardInterrupt):
             server.run()
     finally:
+        jobs.shutdown(wait=True)
         backend.stop()
 
 

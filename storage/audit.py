@@ -144,12 +144,14 @@ class AuditLog:
     ) -> Appended:
         """Append one event in the caller's transaction (the caller commits).
 
-        Core statements rather than ORM objects: every call decision appends one event,
-        and the ORM's unit of work costs several times what the three statements do.
+        Core statements on the session's connection rather than ORM objects: every call
+        decision appends one event, and the ORM costs several times what the statements
+        do. Nothing here needs the caller's pending objects flushed first.
         """
-        if session.get_bind().dialect.name == "postgresql":
-            session.execute(_LOCK, {"id": _POSTGRES_LOCK_ID})
-        head = session.execute(_HEAD).first()
+        connection = session.connection()
+        if connection.dialect.name == "postgresql":
+            connection.execute(_LOCK, {"id": _POSTGRES_LOCK_ID})
+        head = connection.execute(_HEAD).first()
         # A plain dict, not an AuditEvent: building a SQLModel object costs more than
         # the insert itself.
         event: dict[str, Any] = {
@@ -163,12 +165,12 @@ class AuditLog:
             "prev_hash": head.hash if head else GENESIS_HASH,
         }
         event["hash"] = _hash(event["prev_hash"], _canonical(event))
-        session.execute(_INSERT_EVENT, event)
+        connection.execute(_INSERT_EVENT, event)
         seq, hash_ = event["seq"], event["hash"]
         anchor = {"seq": seq, "hash": hash_, "mac": self._mac(seq, hash_)}
-        updated: sa.CursorResult[Any] = session.execute(_UPDATE_ANCHOR, anchor)  # type: ignore[assignment]
-        if updated.rowcount == 0:  # the very first event (or a removed anchor, put back)
-            session.execute(_INSERT_ANCHOR, {"id": 1, **anchor})
+        if connection.execute(_UPDATE_ANCHOR, anchor).rowcount == 0:
+            # The very first event (or an anchor someone removed: put back).
+            connection.execute(_INSERT_ANCHOR, {"id": 1, **anchor})
         return Appended(seq, hash_)
 
     def verify(self, session: Session) -> ChainReport:

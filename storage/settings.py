@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     upload_max_bytes: int = Field(
         512 * MIB, ge=1024, description="Largest upload accepted, bytes (413 beyond)."
     )
+    purge_interval_s: int = Field(
+        3600, ge=10, description="Seconds between purge sweeps in `callrec serve`."
+    )
+    spool_retry_interval_s: int = Field(
+        60, ge=5, description="Seconds between upload retries of recordings left in the spool."
+    )
     http_host: str = Field("127.0.0.1", description="HTTP listen address.")
     http_port: int = Field(8080, ge=0, le=65535, description="HTTP listen port.")
     sip_host: str = Field("127.0.0.1", description="SIPREC listen address.")

@@ -1,0 +1,55 @@
+"""Background jobs of ``callrec serve``: the purge sweep and the spool retry.
+
+Every replica runs them; the purge shares its work through row claims (see
+retention.purge) and each replica retries only the spool on its own disk.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from retention.purge import Purger
+from storage.backend import StorageBackend
+
+log = logging.getLogger(__name__)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def start_jobs(backend: StorageBackend) -> BackgroundScheduler:
+    """Start the jobs at the intervals the settings give; the caller shuts them down."""
+    settings = backend.settings
+    purger = Purger(
+        engine=backend.engine, store=backend.store, keyring=backend.keyring, audit=backend.audit
+    )
+
+    def purge() -> None:
+        now = _now()
+        report = purger.sweep(as_of=now, now=now)
+        if report.purposes_expired or report.purged or report.failed:
+            log.info(
+                "purge sweep: %d purposes expired, %d recordings purged, %d failed",
+                report.purposes_expired,
+                report.purged,
+                len(report.failed),
+            )
+
+    def retry_spool() -> None:
+        uploaded = backend.vault.recover(now=_now())
+        if uploaded:
+            log.info("uploaded %d recordings waiting in the spool", uploaded)
+
+    scheduler = BackgroundScheduler(
+        timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1}
+    )
+    scheduler.add_job(purge, "interval", seconds=settings.purge_interval_s, id="purge")
+    scheduler.add_job(
+        retry_spool, "interval", seconds=settings.spool_retry_interval_s, id="spool-retry"
+    )
+    scheduler.start()
+    return scheduler
