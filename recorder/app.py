@@ -21,6 +21,7 @@ from consent import api as consent_api
 from consent.api import ApiContext
 from recorder import recordings
 from recorder.errors import install_error_handlers
+from retention import api as retention_api
 from storage.backend import StorageBackend
 from storage.errors import StorageError
 
@@ -45,6 +46,7 @@ def create_app(
         sip_uri_host=f"{settings.sip_host}:{settings.sip_port}",
     )
     app.state.vault = backend.vault
+    app.state.store = backend.store
     app.state.upload_max_bytes = settings.upload_max_bytes
     app.state.scratch_dir = settings.data_dir / "tmp"
     app.state.scratch_dir.mkdir(parents=True, exist_ok=True)
@@ -52,6 +54,7 @@ def create_app(
     _install_metrics(app)
     app.include_router(consent_api.router)
     app.include_router(recordings.router)
+    app.include_router(retention_api.router)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

@@ -357,6 +357,7 @@ def purge(
     from rich.progress import Progress
 
     import consent.models  # noqa: F401  (every table known, so foreign keys resolve)
+    import retention.models  # noqa: F401
     from retention.purge import Purger
     from storage.backend import StorageBackend
 

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from retention.holds import holds_covering
 from retention.plan import RetentionAction, RetentionState, plan
 from storage import catalog
 from storage.audit import AuditLog
@@ -114,7 +115,8 @@ class Purger:
             if recording is None or recording.state not in _LIVE:
                 return  # another replica has it, or it is done
             purposes = catalog.purposes_of(session, recording_id)
-            state = RetentionState(recording_id, purposes, held=recording.legal_hold)
+            held = bool(holds_covering(session, recording))
+            state = RetentionState(recording_id, purposes, held=held)
             actions = plan([state], as_of=as_of)
             if not actions:
                 return
@@ -126,7 +128,7 @@ class Purger:
                 session.rollback()
                 return
             if action.expire:
-                self._expire(session, recording, action, purposes, actor, now)
+                self._expire(session, recording, action, purposes, held, actor, now)
             if action.purge:
                 self._purge(session, recording, action, actor, now, as_of)
 
@@ -136,12 +138,13 @@ class Purger:
         recording: Recording,
         action: RetentionAction,
         purposes: dict[str, datetime],
+        held: bool,
         actor: str,
         now: datetime,
     ) -> None:
         remaining = {p: e for p, e in purposes.items() if p in action.remaining}
         tags = catalog.object_tags(recording.client_id, remaining)
-        if recording.legal_hold:
+        if held:
             tags["legal-hold"] = "true"
         if not action.purge:  # a purged object needs no tags
             self._store.put_tags(recording.object_key, tags)

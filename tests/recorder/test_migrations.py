@@ -8,11 +8,12 @@ from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 
 import consent.models
+import retention.models
 import storage.models
 
 
 def test_migrations_match_the_models(engine: Engine) -> None:
-    assert storage.models.__all__ and consent.models.__all__
+    assert storage.models.__all__ and consent.models.__all__ and retention.models.__all__
     with engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
     assert differences == []

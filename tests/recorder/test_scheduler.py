@@ -11,9 +11,7 @@ def test_serve_runs_the_purge_and_the_spool_retry(backend: StorageBackend) -> No
     try:
         purge, retry = jobs.get_job("purge"), jobs.get_job("spool-retry")
         assert purge.trigger.interval == timedelta(seconds=backend.settings.purge_interval_s)
-        assert retry.trigger.interval == timedelta(
-            seconds=backend.settings.spool_retry_interval_s
-        )
+        assert retry.trigger.interval == timedelta(seconds=backend.settings.spool_retry_interval_s)
         purge.func()  # an empty catalog: nothing to do, and no error
         retry.func()
     finally:

@@ -1,0 +1,254 @@
+"""Legal holds: cases that keep recordings from being purged.
+
+A case covers recordings by id, by call, or a whole client (recordings made later
+included). A recording stays held until every case covering it is released. Holds
+never shorten retention and never extend a purpose: they only block the purge.
+``until`` is the case's review date; a hold ends only when it is released.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlmodel import Field as SQLField
+from sqlmodel import Session, SQLModel, col, select
+
+from consent.errors import NotFound, StateConflict
+from storage import catalog
+from storage.audit import AuditLog
+from storage.catalog import Recording
+from storage.ids import new_id
+from storage.objectstore import ObjectStore
+from storage.types import UTCDateTime
+
+
+class LegalHold(SQLModel, table=True):
+    __tablename__ = "legal_holds"
+
+    id: str = SQLField(primary_key=True, max_length=40)
+    reason: str = SQLField(sa_type=sa.Text)
+    created_by: str = SQLField(max_length=100)
+    created_at: datetime = SQLField(sa_type=UTCDateTime)
+    until: datetime | None = SQLField(default=None, sa_type=UTCDateTime)
+    released_at: datetime | None = SQLField(default=None, sa_type=UTCDateTime)
+    released_by: str | None = SQLField(default=None, max_length=100)
+
+
+class LegalHoldTarget(SQLModel, table=True):
+    """What one case covers: a recording, a call or a client."""
+
+    __tablename__ = "legal_hold_targets"
+
+    hold_id: str = SQLField(primary_key=True, foreign_key="legal_holds.id", max_length=40)
+    kind: str = SQLField(primary_key=True, max_length=20)  # recording, call, client
+    target: str = SQLField(primary_key=True, max_length=200, index=True)
+
+
+class HoldRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=2000)
+    recording_ids: list[str] = Field(default_factory=list)
+    call_ids: list[str] = Field(default_factory=list)
+    client_id: str | None = None
+    until: datetime | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> HoldRequest:
+        if not (self.recording_ids or self.call_ids or self.client_id):
+            raise ValueError("a hold covers recording_ids, call_ids or a client_id")
+        if self.until is not None and self.until.tzinfo is None:
+            raise ValueError("until needs a time zone")
+        return self
+
+
+class HoldPublic(BaseModel):
+    id: str
+    reason: str
+    created_by: str
+    created_at: datetime
+    until: datetime | None
+    released_at: datetime | None
+    recording_ids: list[str]
+    call_ids: list[str]
+    client_id: str | None
+    recordings_held: int
+
+
+def holds_covering(session: Session, recording: Recording) -> list[str]:
+    """Ids of the active cases that hold ``recording``."""
+    query = (
+        select(LegalHoldTarget.hold_id)
+        .join(LegalHold, LegalHold.id == LegalHoldTarget.hold_id)  # type: ignore[arg-type]
+        .where(
+            LegalHold.released_at.is_(None),  # type: ignore[union-attr]
+            sa.or_(
+                sa.and_(
+                    col(LegalHoldTarget.kind) == "recording",
+                    col(LegalHoldTarget.target) == recording.id,
+                ),
+                sa.and_(
+                    col(LegalHoldTarget.kind) == "call",
+                    col(LegalHoldTarget.target) == recording.call_id,
+                ),
+                sa.and_(
+                    col(LegalHoldTarget.kind) == "client",
+                    col(LegalHoldTarget.target) == recording.client_id,
+                ),
+            ),
+        )
+        .distinct()
+    )
+    return sorted(session.exec(query))
+
+
+def _covered(session: Session, request: HoldRequest) -> list[Recording]:
+    conditions = []
+    if request.recording_ids:
+        conditions.append(Recording.id.in_(request.recording_ids))  # type: ignore[attr-defined]
+    if request.call_ids:
+        conditions.append(Recording.call_id.in_(request.call_ids))  # type: ignore[attr-defined]
+    if request.client_id:
+        conditions.append(Recording.client_id == request.client_id)
+    return list(session.exec(select(Recording).where(sa.or_(*conditions))))
+
+
+def place_hold(
+    session: Session,
+    *,
+    request: HoldRequest,
+    store: ObjectStore,
+    actor: str,
+    audit: AuditLog,
+    now: datetime,
+) -> HoldPublic:
+    """Open a case; unknown recording, call or client ids are refused, nothing is held."""
+    from consent.calls import CallDecision
+    from consent.clients import Client
+
+    known = set(session.exec(select(Recording.id).where(Recording.id.in_(request.recording_ids))))  # type: ignore[attr-defined]
+    missing = sorted(set(request.recording_ids) - known)
+    if missing:
+        raise NotFound(f"unknown recordings: {', '.join(missing)}", code="unknown_recording")
+    calls = set(
+        session.exec(select(CallDecision.call_id).where(CallDecision.call_id.in_(request.call_ids)))  # type: ignore[attr-defined]
+    )
+    missing = sorted(set(request.call_ids) - calls)
+    if missing:
+        raise NotFound(f"unknown calls: {', '.join(missing)}", code="unknown_call")
+    if request.client_id and session.get(Client, request.client_id) is None:
+        raise NotFound(f"no client {request.client_id}")
+    hold = LegalHold(
+        id=new_id("hold", now),
+        reason=request.reason,
+        created_by=actor,
+        created_at=now,
+        until=request.until,
+    )
+    session.add(hold)
+    session.flush()
+    targets = [("recording", r) for r in request.recording_ids]
+    targets += [("call", c) for c in request.call_ids]
+    targets += [("client", request.client_id)] if request.client_id else []
+    for kind, target in dict.fromkeys(targets):
+        session.add(LegalHoldTarget(hold_id=hold.id, kind=kind, target=target))
+    session.flush()
+    recordings = _covered(session, request)
+    _refresh(session, recordings, store, now)
+    audit.append(
+        session,
+        kind="legal_hold.placed",
+        actor=actor,
+        now=now,
+        client_id=request.client_id,
+        subject=hold.id,
+        data={"reason": request.reason, "targets": targets, "recordings": len(recordings)},
+    )
+    return _public(hold, request, len(recordings))
+
+
+def release_hold(
+    session: Session,
+    *,
+    hold_id: str,
+    store: ObjectStore,
+    actor: str,
+    audit: AuditLog,
+    now: datetime,
+) -> HoldPublic:
+    """Release a case; recordings no other case covers may be purged again."""
+    hold = session.get(LegalHold, hold_id)
+    if hold is None:
+        raise NotFound(f"no legal hold {hold_id}")
+    if hold.released_at is not None:
+        raise StateConflict(f"legal hold {hold_id} is already released", code="already_released")
+    hold.released_at, hold.released_by = now, actor
+    session.add(hold)
+    session.flush()
+    request = _request_of(session, hold)
+    recordings = _covered(session, request)
+    _refresh(session, recordings, store, now)
+    audit.append(
+        session,
+        kind="legal_hold.released",
+        actor=actor,
+        now=now,
+        client_id=request.client_id,
+        subject=hold.id,
+        data={"recordings": len(recordings)},
+    )
+    return _public(hold, request, len(recordings))
+
+
+def _refresh(
+    session: Session, recordings: Iterable[Recording], store: ObjectStore, now: datetime
+) -> None:
+    """Bring each recording's flag and tags in line with the active cases."""
+    for recording in recordings:
+        held = bool(holds_covering(session, recording))
+        if recording.state not in (
+            catalog.RecordingState.STORED,
+            catalog.RecordingState.RESTRICTED,
+        ):
+            continue
+        if held != recording.legal_hold:
+            tags = catalog.object_tags(
+                recording.client_id, catalog.purposes_of(session, recording.id)
+            )
+            if held:
+                tags["legal-hold"] = "true"
+            store.put_tags(recording.object_key, tags)
+            recording.legal_hold, recording.updated_at = held, now
+            session.add(recording)
+    session.flush()
+
+
+def _request_of(session: Session, hold: LegalHold) -> HoldRequest:
+    targets = list(session.exec(select(LegalHoldTarget).where(LegalHoldTarget.hold_id == hold.id)))
+    return HoldRequest(
+        reason=hold.reason,
+        recording_ids=[t.target for t in targets if t.kind == "recording"],
+        call_ids=[t.target for t in targets if t.kind == "call"],
+        client_id=next((t.target for t in targets if t.kind == "client"), None),
+    )
+
+
+def _public(hold: LegalHold, request: HoldRequest, count: int) -> HoldPublic:
+    return HoldPublic(
+        id=hold.id,
+        reason=hold.reason,
+        created_by=hold.created_by,
+        created_at=hold.created_at,
+        until=hold.until,
+        released_at=hold.released_at,
+        recording_ids=request.recording_ids,
+        call_ids=request.call_ids,
+        client_id=request.client_id,
+        recordings_held=count,
+    )
+
+
+__all__ = ["HoldPublic", "HoldRequest", "LegalHold", "LegalHoldTarget", "holds_covering"]

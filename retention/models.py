@@ -1,0 +1,5 @@
+"""Every table of the retention layer, imported in one place for migrations and tests."""
+
+from retention.holds import LegalHold, LegalHoldTarget
+
+__all__ = ["LegalHold", "LegalHoldTarget"]

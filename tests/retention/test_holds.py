@@ -1,0 +1,99 @@
+"""Legal holds over HTTP: cases block the purge until every one covering is released."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from retention.purge import Purger
+from storage.backend import StorageBackend
+from tests.recorder.conftest import ADMIN, Clock, auth, call_body, make_tenant, tone_wav
+
+
+def _compliance(client: TestClient) -> dict[str, str]:
+    response = client.post("/v1/api-keys", json={"role": "compliance"}, headers=ADMIN)
+    return auth(response.json()["key"])
+
+
+def _recording(client: TestClient, headers: dict[str, str], tmp_path: Path, call_id: str) -> Any:
+    client.post("/v1/calls", json=call_body(call_id=call_id), headers=headers)
+    response = client.put(
+        f"/v1/calls/{call_id}/recording",
+        content=tone_wav(tmp_path / f"{call_id}.wav", seconds=0.5).read_bytes(),
+        headers={**headers, "Content-Type": "audio/wav"},
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def _sweep(backend: StorageBackend, clock: Clock, days: int) -> Any:
+    purger = Purger(
+        engine=backend.engine, store=backend.store, keyring=backend.keyring, audit=backend.audit
+    )
+    when = clock.now + timedelta(days=days)
+    return purger.sweep(as_of=when, now=when)
+
+
+def test_holds_block_the_purge_until_every_case_is_released(
+    client: TestClient, backend: StorageBackend, clock: Clock, tmp_path: Path
+) -> None:
+    tenant = make_tenant(client)
+    compliance = _compliance(client)
+    held = _recording(client, tenant.integrator, tmp_path, "call-held")
+    free = _recording(client, tenant.integrator, tmp_path, "call-free")
+    by_recording = client.post(
+        "/v1/legal-holds",
+        json={"reason": "litigation 2026-17", "recording_ids": [held["id"]]},
+        headers=compliance,
+    )
+    assert by_recording.status_code == 201, by_recording.text
+    assert by_recording.json()["recordings_held"] == 1
+    by_call = client.post(
+        "/v1/legal-holds",
+        json={"reason": "regulator inquiry", "call_ids": ["call-held"]},
+        headers=compliance,
+    ).json()
+    key = f"acme/2026/11/28/{held['id']}.ogg"
+    assert backend.store.get_tags(key)["legal-hold"] == "true"
+    assert client.get(f"/v1/recordings/{held['id']}", headers=tenant.client_admin).json()[
+        "legal_hold"
+    ]
+
+    report = _sweep(backend, clock, 400)  # every purpose long expired
+    assert (report.purged, report.held) == (1, 1)
+    assert client.get(f"/v1/recordings/{free['id']}", headers=ADMIN).json()["state"] == "purged"
+    kept = client.get(f"/v1/recordings/{held['id']}", headers=ADMIN).json()
+    assert (kept["state"], kept["purposes"]) == ("stored", {})  # holds never extend purposes
+
+    release = client.delete(f"/v1/legal-holds/{by_recording.json()['id']}", headers=compliance)
+    assert release.status_code == 200
+    assert _sweep(backend, clock, 401).purged == 0  # the call's case still holds it
+    client.delete(f"/v1/legal-holds/{by_call['id']}", headers=compliance)
+    assert _sweep(backend, clock, 402).purged == 1
+    assert backend.store.list_versions(key) == []
+
+
+def test_hold_on_unknown_ids_is_refused(client: TestClient) -> None:
+    make_tenant(client)
+    compliance = _compliance(client)
+    for body in (
+        {"reason": "x", "recording_ids": ["rec_nope"]},
+        {"reason": "x", "call_ids": ["never"]},
+        {"reason": "x", "client_id": "nobody"},
+    ):
+        response = client.post("/v1/legal-holds", json=body, headers=compliance)
+        assert response.status_code == 404, response.text
+    empty = client.post("/v1/legal-holds", json={"reason": "x"}, headers=compliance)
+    assert empty.status_code == 422
+    assert client.delete("/v1/legal-holds/hold_nope", headers=compliance).status_code == 404
+
+
+def test_only_compliance_places_holds(client: TestClient) -> None:
+    tenant = make_tenant(client)
+    body = {"reason": "x", "client_id": "acme"}
+    assert client.post("/v1/legal-holds", json=body, headers=tenant.client_admin).status_code == 403
+    assert client.post("/v1/legal-holds", json=body, headers=tenant.integrator).status_code == 403
+    assert client.post("/v1/legal-holds", json=body, headers=ADMIN).status_code == 201
