@@ -1,15 +1,29 @@
-"""HTTP routes of the retention layer: legal holds."""
+"""HTTP routes of the retention layer: legal holds and data-subject requests."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Annotated, BinaryIO, cast
 
 from fastapi import APIRouter, Depends, Request, status
+from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
 
-from consent.api import Context, allow
+from consent import clients
+from consent.api import ApiContext, Context, allow
 from consent.apikeys import Principal, Role
-from retention import holds
+from consent.errors import NotFound, StateConflict
+from retention import holds, subjects
+from retention.purge import Purger
+from storage import catalog
+from storage.catalog import Recording, RecordingState
 from storage.objectstore import ObjectStore
+from storage.vault import Vault
 
 router = APIRouter(prefix="/v1", tags=["retention"])
 
@@ -54,3 +68,114 @@ def release_hold(
             audit=context.audit,
             now=context.clock(),
         )
+
+
+Requester = Annotated[Principal, Depends(allow(Role.CLIENT_ADMIN, Role.COMPLIANCE))]
+
+
+def _purger(context: ApiContext, store: ObjectStore) -> Purger:
+    return Purger(engine=context.engine, store=store, keyring=context.keyring, audit=context.audit)
+
+
+@router.post("/subject-requests", status_code=status.HTTP_201_CREATED)
+def submit_subject_request(
+    body: subjects.SubjectRequestCreate, context: Context, store: Store, principal: Requester
+) -> subjects.SubjectRequestPublic:
+    """A data-subject request by phone number: access, erasure, restriction or objection."""
+    if principal.client_id not in (None, body.client_id):
+        raise NotFound(f"no client {body.client_id}")
+    with context.write() as session:
+        clients.get_client(session, body.client_id)
+        row = subjects.submit(
+            session,
+            request=body,
+            phone_key=context.phone_key,
+            purger=_purger(context, store),
+            actor=principal.actor,
+            audit=context.audit,
+            now=context.clock(),
+        )
+        return subjects.to_public(row)
+
+
+@router.get("/subject-requests/{request_id}")
+def get_subject_request(
+    request_id: str, context: Context, principal: Requester
+) -> subjects.SubjectRequestPublic:
+    """A subject request and what was done."""
+    with context.read() as session:
+        row = subjects.get_request(session, request_id, client_id=principal.client_id)
+        return subjects.to_public(row)
+
+
+@router.get(
+    "/subject-requests/{request_id}/export",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/zip": {}}}},
+)
+def export_subject_data(
+    request_id: str, request: Request, context: Context, principal: Requester
+) -> FileResponse:
+    """The access export: each recording's audio and metadata, in one zip (audited)."""
+    vault: Vault = request.app.state.vault
+    with context.read() as session:
+        row = subjects.get_request(session, request_id, client_id=principal.client_id)
+        if row.kind != subjects.RequestKind.ACCESS:
+            raise StateConflict(f"{request_id} is not an access request", code="not_access")
+        recordings = subjects.recordings_of_number(
+            session, client_id=row.client_id, phone_hash=row.phone_hash
+        )
+        metadata = [
+            {
+                **recording.model_dump(mode="json", exclude={"object_key", "version_id", "state"}),
+                "state": str(recording.state),
+                "purposes": {
+                    p: e.isoformat() for p, e in catalog.purposes_of(session, recording.id).items()
+                },
+            }
+            for recording in recordings
+        ]
+    path = export_bundle(vault, recordings, metadata, request.app.state.scratch_dir)
+    with context.write() as session:
+        context.audit.append(
+            session,
+            kind="subject_request.exported",
+            actor=principal.actor,
+            now=context.clock(),
+            client_id=row.client_id,
+            subject=row.id,
+            data={"recordings": [r.id for r in recordings]},
+        )
+    return FileResponse(
+        path,
+        media_type="application/zip",
+        filename=f"{row.id}.zip",
+        background=BackgroundTask(path.unlink, missing_ok=True),
+    )
+
+
+def export_bundle(
+    vault: Vault, recordings: list[Recording], metadata: list[dict[str, object]], scratch: Path
+) -> Path:
+    """Write the zip: ``metadata.json`` and one audio file per recording still readable."""
+    handle, name = tempfile.mkstemp(dir=scratch, suffix=".zip")
+    os.close(handle)
+    path = Path(name)
+    try:
+        with zipfile.ZipFile(path, "w") as bundle:
+            bundle.writestr("metadata.json", json.dumps(metadata, indent=2))
+            for recording in recordings:
+                if (
+                    recording.state != RecordingState.STORED
+                    and recording.state != RecordingState.RESTRICTED
+                ):
+                    continue
+                with tempfile.TemporaryFile(dir=scratch) as audio:
+                    vault.read(recording, cast(BinaryIO, audio))
+                    audio.seek(0)
+                    with bundle.open(f"{recording.id}.{recording.container}", "w") as entry:
+                        shutil.copyfileobj(audio, entry)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path

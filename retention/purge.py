@@ -130,7 +130,8 @@ class Purger:
             if action.expire:
                 self._expire(session, recording, action, purposes, held, actor, now)
             if action.purge:
-                self._purge(session, recording, action, actor, now, as_of)
+                rule = f"{action.rule} (as of {as_of:%Y-%m-%d %H:%M} UTC)"
+                self.purge_recording(session, recording, rule=rule, actor=actor, now=now)
 
     def _expire(
         self,
@@ -167,15 +168,10 @@ class Purger:
             },
         )
 
-    def _purge(
-        self,
-        session: Session,
-        recording: Recording,
-        action: RetentionAction,
-        actor: str,
-        now: datetime,
-        as_of: datetime,
+    def purge_recording(
+        self, session: Session, recording: Recording, *, rule: str, actor: str, now: datetime
     ) -> None:
+        """Delete every version, destroy the key, check, mark purged, certify (no commit)."""
         deletion = self._store.delete_all_versions(recording.object_key)
         key_was_live = self._keyring.destroy_recording_key(
             session, recording_id=recording.id, now=now
@@ -197,8 +193,7 @@ class Purger:
                 "object_key": recording.object_key,
                 "sha256": recording.sha256,
                 "size": recording.size,
-                "rule": action.rule,
-                "as_of": as_of.isoformat(),
+                "rule": rule,
                 "versions_removed": deletion.versions_removed,
                 "key_destroyed": True,
                 "key_was_live": key_was_live,

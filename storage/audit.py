@@ -161,7 +161,9 @@ class AuditLog:
             "actor": actor,
             "client_id": client_id,
             "subject": subject,
-            "data": json.dumps(dict(data or {}), sort_keys=True, separators=(",", ":"), default=str),
+            "data": json.dumps(
+                dict(data or {}), sort_keys=True, separators=(",", ":"), default=str
+            ),
             "prev_hash": head.hash if head else GENESIS_HASH,
         }
         event["hash"] = _hash(event["prev_hash"], _canonical(event))
