@@ -51,4 +51,4 @@ def test_recording_without_purpose_is_purged() -> None:
 
 def test_naive_as_of_is_refused() -> None:
     with pytest.raises(ValueError, match="timezone"):
-        plan([], as_of=datetime(2026, 1, 1))  # noqa: DTZ001
+        plan([], as_of=datetime(2026, 1, 1))
