@@ -20,7 +20,7 @@ from consent import apikeys, calls, clients, ledger, registry
 from consent.apikeys import ApiKeyPublic, IssuedKey, Principal, Role
 from consent.clients import ClientCreate, ClientPublic
 from consent.decision import unavailable
-from consent.errors import NotFound, PermissionDenied, Unauthenticated
+from consent.errors import NotFound, PermissionDenied, StateConflict, Unauthenticated
 from consent.reader import ConsentReader
 from storage.audit import AuditLog
 from storage.db import session_scope
@@ -40,6 +40,9 @@ class ApiContext:
     clock: Callable[[], datetime]
     admin_key: str | None = None
     sip_uri_host: str = "127.0.0.1:5080"
+    # Set by the app: what a revocation with purge_existing does to existing
+    # recordings (retention's job; consent cannot import it).
+    on_purge_existing: Callable[[Session, ledger.ConsentEvent, str, datetime], None] | None = None
     # Per-process caches of what decisions read; see consent.reader for why they hold.
     consent_reader: ConsentReader = field(default_factory=ConsentReader)
 
@@ -316,6 +319,10 @@ def revoke_consent(
             audit=context.audit,
             now=now,
         )
+        if body.purge_existing:
+            if context.on_purge_existing is None:
+                raise StateConflict("purge_existing is not available here", code="unsupported")
+            context.on_purge_existing(session, event, principal.actor, now)
         granted, revoked = ledger.current_grants(ledger.ledger(session, client))[event.grant_id]
         return ledger.to_public(granted, revoked, now=now)
 

@@ -74,9 +74,9 @@ class Purger:
         self, *, engine: Engine, store: ObjectStore, keyring: Keyring, audit: AuditLog
     ) -> None:
         self._engine = engine
-        self._store = store
+        self.store = store
         self._keyring = keyring
-        self._audit = audit
+        self.audit = audit
 
     def sweep(
         self,
@@ -148,14 +148,14 @@ class Purger:
         if held:
             tags["legal-hold"] = "true"
         if not action.purge:  # a purged object needs no tags
-            self._store.put_tags(recording.object_key, tags)
+            self.store.put_tags(recording.object_key, tags)
         session.execute(
             sa.delete(RecordingPurpose).where(
                 RecordingPurpose.recording_id == recording.id,  # type: ignore[arg-type]
                 RecordingPurpose.purpose.in_(action.expire),  # type: ignore[attr-defined]
             )
         )
-        self._audit.append(
+        self.audit.append(
             session,
             kind="recording.purposes_expired",
             actor=actor,
@@ -172,7 +172,7 @@ class Purger:
         self, session: Session, recording: Recording, *, rule: str, actor: str, now: datetime
     ) -> None:
         """Delete every version, destroy the key, check, mark purged, certify (no commit)."""
-        deletion = self._store.delete_all_versions(recording.object_key)
+        deletion = self.store.delete_all_versions(recording.object_key)
         key_was_live = self._keyring.destroy_recording_key(
             session, recording_id=recording.id, now=now
         )
@@ -181,7 +181,7 @@ class Purger:
         catalog.transition(recording, RecordingState.PURGED, now=now)
         recording.purged_at = now
         session.add(recording)
-        self._audit.append(
+        self.audit.append(
             session,
             kind="recording.purged",
             actor=actor,

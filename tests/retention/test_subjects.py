@@ -114,3 +114,40 @@ def test_another_tenants_numbers_and_requests_stay_hidden(client: TestClient) ->
     )
     assert bad.status_code == 422
     assert bad.json()["error"] == "invalid_phone"
+
+
+def test_revocation_with_purge_existing_withdraws_purposes(
+    client: TestClient, backend: StorageBackend, tmp_path: Path
+) -> None:
+    tenant = make_tenant(client)  # grant: research + improvement
+    second = client.post(
+        "/v1/clients/acme/consents",
+        json={
+            "purposes": ["optimization"],
+            "notice": "contract",
+            "granted_by": "DPO",
+            "evidence": "addendum",
+        },
+        headers=tenant.client_admin,
+    ).json()
+    first = _recording(client, tenant.integrator, tmp_path, "c1", CUSTOMER)
+    client.post(
+        "/v1/calls",
+        json=call_body(call_id="c2", purposes=["optimization"]),
+        headers=tenant.integrator,
+    )
+    other = client.put(
+        "/v1/calls/c2/recording",
+        content=tone_wav(tmp_path / "c2.wav", seconds=0.5).read_bytes(),
+        headers={**tenant.integrator, "Content-Type": "audio/wav"},
+    ).json()
+    response = client.post(
+        f"/v1/clients/acme/consents/{tenant.grant['id']}/revoke",
+        json={"reason": "client asked", "purge_existing": True},
+        headers=tenant.client_admin,
+    )
+    assert response.status_code == 200, response.text
+    assert client.get(f"/v1/recordings/{first['id']}", headers=ADMIN).json()["state"] == "purged"
+    assert client.get(f"/v1/recordings/{other['id']}", headers=ADMIN).json()["state"] == "stored"
+    assert backend.store.list_versions(f"acme/2026/11/28/{first['id']}.ogg") == []
+    assert second["status"] == "active"
