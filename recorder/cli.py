@@ -396,6 +396,38 @@ def purge(
 
 
 @app.command()
+def reconcile() -> None:
+    """Compare the catalog with the bucket; exit 1 on orphans or ghosts (never fixed)."""
+    from sqlmodel import Session
+
+    import consent.models  # noqa: F401
+    import retention.models  # noqa: F401
+    from retention import reconcile as reconciliation
+    from storage.backend import StorageBackend
+    from storage.db import session_scope
+
+    backend = StorageBackend(_settings())
+    backend.start(now=_now())
+    try:
+        with Session(backend.engine) as session:
+            report = reconciliation.reconcile(session, backend.store, now=_now())
+        with session_scope(backend.engine) as session:
+            reconciliation.record(session, report, audit=backend.audit, actor=CLI_ACTOR)
+    finally:
+        backend.stop()
+    out.print(
+        f"{report.objects} objects, {report.recordings} stored recordings: "
+        f"{len(report.orphans)} orphans, {len(report.ghosts)} ghosts"
+    )
+    for key in report.orphans:
+        out.print(f"orphan object: {key}")
+    for recording_id in report.ghosts:
+        out.print(f"ghost recording (object missing): {recording_id}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
 def migrate() -> None:
     """Apply the database migrations."""
     from storage.db import check_database, create_db_engine
