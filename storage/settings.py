@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     s3_secret_access_key: SecretStr | None = Field(None, description="S3 secret key.")
     s3_region: str = Field("us-east-1", description="S3 region name.")
     s3_bucket: str = Field("callrec-recordings", description="Bucket holding recordings.")
-    s3_part_size: int = Field(16 * MIB, ge=5 * MIB, description="Multipart part size, bytes.")
+    s3_part_size: int = Field(8 * MIB, ge=5 * MIB, description="Multipart part size, bytes.")
     s3_concurrency: int = Field(4, ge=1, le=32, description="Parts uploaded in parallel.")
     master_key: SecretStr | None = Field(
         None, description="Base64 32-byte master key; generated under DATA_DIR if unset."

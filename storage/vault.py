@@ -120,7 +120,7 @@ class Vault:
         keyring: Keyring,
         audit: AuditLog,
         spool_dir: Path,
-        part_size: int = 16 * 1024 * 1024,
+        part_size: int = 8 * 1024 * 1024,
         concurrency: int = 4,
     ) -> None:
         self._engine = engine
