@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,14 +32,15 @@ from storage.ids import new_id
 from storage.keyring import Keyring
 from storage.multipart import PartBuffers, PartUploader
 from storage.objectstore import ObjectStore, PutResult
+from storage.spool import (
+    PART_SUFFIX,
+    SEALED_SUFFIX,
+    SpoolWriter,
+    fsync_spool,
+    recording_aad,
+)
 
 log = logging.getLogger(__name__)
-
-_PART, _SEALED = ".part", ".sealed"
-# Fed to the encryptor in slices of a few chunks: it returns each call's ciphertext as
-# one new buffer, and buffers this small are recycled by the allocator, while fresh
-# ones of a MiB fault in page by page (which doubled the cost of encryption).
-_FEED = 4 * crypto.DEFAULT_CHUNK_SIZE
 
 
 @dataclass(frozen=True)
@@ -56,57 +56,6 @@ class RecordingDraft:
     decision_id: str | None = None
     purposes: Mapping[str, datetime] = field(default_factory=dict)
     started_at: datetime | None = None
-
-
-class SpoolWriter:
-    """Encrypts audio into a local spool file as it arrives, and uploads it as it grows.
-
-    The spool is the copy that survives a crash or an S3 outage; ``upload``, if given,
-    sends each whole part of it to S3 in the background meanwhile.
-    """
-
-    def __init__(
-        self, recording_id: str, path: Path, key: bytes, upload: PartUploader | None = None
-    ) -> None:
-        self.recording_id = recording_id
-        self.path = path
-        self.upload = upload
-        self._file: BinaryIO = open(path, "wb")  # noqa: SIM115 (closed by seal/close)
-        self._encryptor = crypto.StreamEncryptor(key, aad=_aad(recording_id))
-
-    @property
-    def plaintext_size(self) -> int:
-        return self._encryptor.plaintext_size
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Encrypt ``data`` into the spool; start uploading each part as it completes."""
-        view = memoryview(data).cast("B")
-        for start in range(0, len(view), _FEED):
-            self._file.write(self._encryptor.update(view[start : start + _FEED]))
-        spooled = self._encryptor.ciphertext_size
-        if self.upload is not None and self.upload.due(spooled):
-            self._file.flush()  # the upload reads the part back from the file
-            self.upload.extend(spooled)
-
-    def seal(self) -> tuple[Path, int, str]:
-        """Finish the ciphertext and mark the spool whole; return (path, size, sha256).
-
-        No fsync here: ``Vault.finish`` makes the spool durable only if the upload did
-        not make it durable in S3, and ``Vault.recover`` authenticates a sealed spool
-        before trusting it.
-        """
-        self._file.write(self._encryptor.finalize())
-        self._file.close()
-        sealed = self.path.with_suffix(_SEALED)
-        os.replace(self.path, sealed)  # an upload in flight reads on through the rename
-        return sealed, self._encryptor.ciphertext_size, self._encryptor.ciphertext_sha256
-
-    def close(self) -> None:
-        """Drop an unsealed spool file and abort its upload (the capture is discarded)."""
-        if self.upload is not None:
-            self.upload.abort()  # waits for parts in flight: no orphan part stays in S3
-        self._file.close()
-        self.path.unlink(missing_ok=True)
 
 
 class Vault:
@@ -166,7 +115,7 @@ class Vault:
             key = self._keyring.new_recording_key(
                 session, client_id=draft.client_id, recording_id=recording_id, now=now
             )
-        path = self._spool_dir / f"{recording_id}{_PART}"
+        path = self._spool_dir / f"{recording_id}{PART_SUFFIX}"
         upload = PartUploader(
             self._store,
             key_name,
@@ -240,8 +189,8 @@ class Vault:
                 if recording is None or recording.state != RecordingState.RECORDING:
                     path.unlink(missing_ok=True)
                     continue
-                if path.suffix != _SEALED or not self._check_spool(session, recording, path):
-                    reason = "capture interrupted" if path.suffix == _PART else "spool torn"
+                if path.suffix != SEALED_SUFFIX or not self._check_spool(session, recording, path):
+                    reason = "capture interrupted" if path.suffix == PART_SUFFIX else "spool torn"
                     self._fail(session, recording, reason=reason, now=now)
                     path.unlink(missing_ok=True)
                     continue
@@ -260,7 +209,7 @@ class Vault:
         """
         with Session(self._engine) as session:
             key = self._keyring.recording_key(session, recording_id=recording.id)
-        decryptor = crypto.StreamDecryptor(key, aad=_aad(recording.id))
+        decryptor = crypto.StreamDecryptor(key, aad=recording_aad(recording.id))
         for piece in self._store.get_stream(recording.object_key, version_id=recording.version_id):
             dest.write(decryptor.update(piece))
         dest.write(decryptor.finalize())
@@ -278,7 +227,7 @@ class Vault:
             # The recording must be durable before finish returns or raises: in S3 once
             # the upload completed, otherwise on disk. So the spool is fsynced only here,
             # off the path of a working S3, where it would cost time and buy nothing.
-            _fsync(path)
+            fsync_spool(path)
             if not isinstance(exc, StoreUnavailable):
                 raise
             log.warning("recording %s kept in the spool until S3 is back: %s", recording_id, exc)
@@ -340,7 +289,7 @@ class Vault:
         recording. The catalog lacks size and hash if the crash came right after sealing.
         """
         key = self._keyring.recording_key(session, recording_id=recording.id)
-        decryptor = crypto.StreamDecryptor(key, aad=_aad(recording.id))
+        decryptor = crypto.StreamDecryptor(key, aad=recording_aad(recording.id))
         digest = hashlib.sha256()
         try:
             with open(path, "rb") as handle:
@@ -372,23 +321,8 @@ class Vault:
         )
 
 
-def _aad(recording_id: str) -> bytes:
-    # Binds the ciphertext to its recording: swapping two objects fails authentication.
-    return f"callrec-recording:{recording_id}".encode()
-
-
 def _require(session: Session, recording_id: str) -> Recording:
     recording = session.get(Recording, recording_id)
     if recording is None:
         raise LookupError(f"recording {recording_id} is not in the catalog")
     return recording
-
-
-def _fsync(path: Path) -> None:
-    """Flush a spool file and its directory entry (after the rename that sealed it)."""
-    for target, flags in ((path, os.O_RDONLY), (path.parent, os.O_RDONLY | os.O_DIRECTORY)):
-        fd = os.open(target, flags)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
