@@ -364,9 +364,10 @@ def purge(
     now = _now()
     when = now if as_of is None else as_of.replace(tzinfo=as_of.tzinfo or UTC)
     if when < now - timedelta(minutes=1):
-        raise typer.BadParameter(
-            f"{when:%Y-%m-%d %H:%M} is in the past; purges run as of now or later",
-            param_hint="--as-of",
+        from consent.errors import InvalidRequest
+
+        raise InvalidRequest(
+            f"--as-of {when:%Y-%m-%d %H:%M} is in the past; purges run as of now or later"
         )
     backend = StorageBackend(_settings())
     backend.start(now=now)

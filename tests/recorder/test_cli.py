@@ -224,3 +224,15 @@ def test_clients_keys_and_consent_commands(tmp_path: Path) -> None:
     )
     _assert_one_clear_line(unknown, "unknown purposes: gossip")
     assert _run(env, "audit", "verify").returncode == 0
+
+
+def test_purge_command(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    past = _run(env, "purge", "--as-of", "2000-01-01")
+    _assert_one_clear_line(past, "in the past")
+    nonsense = _run(env, "purge", "--as-of", "the day after never")
+    assert nonsense.returncode == 2
+    assert "Traceback" not in nonsense.stderr
+    dry = _run(env, "purge", "--as-of", "2099-01-01", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "would expire 0 purposes, would purge 0 recordings" in dry.stdout
