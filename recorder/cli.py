@@ -3,60 +3,29 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import logging
 import signal
 import sys
 import threading
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
-from rich.table import Table
 
+from recorder.cli_common import CLI_ACTOR, cli_settings, err, out, utc_now
+from recorder.cli_tenants import clients_app, consent_app, keys_app
 from storage.errors import CallrecError
-from storage.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
-
-    from storage.audit import AuditLog
-    from storage.keyring import Keyring
+    pass
 
 app = typer.Typer(help="callrec: call-recording consent and retention.", no_args_is_help=True)
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 s3_app = typer.Typer(help="The embedded S3 (SeaweedFS).", no_args_is_help=True)
-clients_app = typer.Typer(help="Clients (tenants).", no_args_is_help=True)
-keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
-consent_app = typer.Typer(help="The consent ledger.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 app.add_typer(s3_app, name="s3")
 app.add_typer(clients_app, name="clients")
 app.add_typer(keys_app, name="keys")
 app.add_typer(consent_app, name="consent")
-
-CLI_ACTOR = "cli"
-
-# Piped output (scripts, logs) gets room for full ids instead of an 80-column cut.
-out = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
-
-
-def _settings() -> Settings:
-    settings = load_settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    return settings
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 @app.command()
@@ -71,9 +40,9 @@ def serve(
     from recorder.scheduler import start_jobs
     from storage.backend import StorageBackend
 
-    settings = _settings()
+    settings = cli_settings()
     backend = StorageBackend(settings)
-    backend.start(now=_now())
+    backend.start(now=utc_now())
     jobs = start_jobs(backend)
     try:
         server = uvicorn.Server(
@@ -99,252 +68,6 @@ def _exit_cleanly(*_: object) -> None:
     raise SystemExit(0)
 
 
-@dataclass
-class Database:
-    """The database side of callrec, for commands that need no S3."""
-
-    engine: Engine
-    keyring: Keyring
-    audit: AuditLog
-
-
-def _database(settings: Settings) -> Database:
-    import consent.models  # noqa: F401  (every table known, so foreign keys resolve)
-    from storage.audit import AuditLog
-    from storage.backend import StorageBackend
-    from storage.db import check_database, create_db_engine
-    from storage.db import migrate as apply_migrations
-    from storage.keyring import Keyring
-
-    engine = create_db_engine(settings.resolved_database_url)
-    check_database(engine)
-    apply_migrations(engine)
-    keyring = Keyring(StorageBackend(settings).master_key())
-    return Database(engine, keyring, AuditLog(keyring.derive("audit-anchor")))
-
-
-def _print_json(data: Any) -> None:
-    out.print_json(json.dumps(data, default=str))
-
-
-def _fail_on_invalid(exc: ValidationError) -> NoReturn:
-    from consent.errors import InvalidRequest
-
-    problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-    raise InvalidRequest(problems) from None
-
-
-@clients_app.command("create")
-def clients_create(
-    client_id: Annotated[str, typer.Argument(help="Slug, e.g. acme")],
-    name: Annotated[str, typer.Option(help="Display name")],
-    country: Annotated[str, typer.Option(help="ISO 3166-1 alpha-2, e.g. MA")],
-) -> None:
-    """Create a client."""
-    from consent import clients
-    from storage.db import session_scope
-
-    db = _database(_settings())
-    try:
-        data = clients.ClientCreate(id=client_id, name=name, country=country)
-    except ValidationError as exc:
-        _fail_on_invalid(exc)
-    with session_scope(db.engine) as session:
-        row = clients.create_client(session, data=data, actor=CLI_ACTOR, audit=db.audit, now=_now())
-        _print_json(clients.ClientPublic.model_validate(row, from_attributes=True).model_dump())
-
-
-@clients_app.command("list")
-def clients_list() -> None:
-    """List clients."""
-    from sqlmodel import Session
-
-    from consent import clients
-
-    db = _database(_settings())
-    table = Table("id", "name", "country", "status", "created")
-    with Session(db.engine) as session:
-        for row in clients.list_clients(session):
-            table.add_row(row.id, row.name, row.country, row.status, f"{row.created_at:%Y-%m-%d}")
-    out.print(table)
-
-
-@clients_app.command("offboard")
-def clients_offboard(client_id: str) -> None:
-    """Offboard a client: its key is destroyed and its recordings become unreadable."""
-    from consent import clients
-    from storage.db import session_scope
-
-    db = _database(_settings())
-    with session_scope(db.engine) as session:
-        clients.offboard_client(
-            session,
-            client_id=client_id,
-            actor=CLI_ACTOR,
-            keyring=db.keyring,
-            audit=db.audit,
-            now=_now(),
-        )
-    out.print(f"client {client_id} offboarded; its key is destroyed")
-
-
-@keys_app.command("issue")
-def keys_issue(
-    role: Annotated[str, typer.Argument(help="admin, compliance, client_admin or integrator")],
-    client: Annotated[str | None, typer.Option(help="The client, for client roles")] = None,
-) -> None:
-    """Issue an API key; the key is printed once and never stored."""
-    from consent import apikeys
-    from consent.api import ApiContext
-    from storage.db import session_scope
-
-    db = _database(_settings())
-    try:
-        chosen = apikeys.Role(role)
-    except ValueError:
-        raise typer.BadParameter(f"unknown role {role!r}") from None
-    with session_scope(db.engine) as session:
-        if client is not None:
-            from consent.clients import get_client
-
-            get_client(session, client)
-        issued = apikeys.issue_key(
-            session,
-            role=chosen,
-            client_id=client,
-            pepper=ApiContext.pepper_of(db.keyring),
-            actor=CLI_ACTOR,
-            audit=db.audit,
-            now=_now(),
-        )
-    _print_json(issued.model_dump())
-
-
-@keys_app.command("list")
-def keys_list(client: Annotated[str | None, typer.Option()] = None) -> None:
-    """List API keys (never their secrets)."""
-    from sqlmodel import Session
-
-    from consent import apikeys
-
-    db = _database(_settings())
-    table = Table("id", "role", "client", "created", "revoked")
-    with Session(db.engine) as session:
-        for row in apikeys.list_keys(session, client_id=client):
-            revoked = f"{row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else ""
-            table.add_row(
-                row.id, row.role, row.client_id or "", f"{row.created_at:%Y-%m-%d}", revoked
-            )
-    out.print(table)
-
-
-@keys_app.command("revoke")
-def keys_revoke(key_id: str) -> None:
-    """Revoke an API key."""
-    from consent import apikeys
-    from storage.db import session_scope
-
-    db = _database(_settings())
-    with session_scope(db.engine) as session:
-        apikeys.revoke_key(session, key_id=key_id, actor=CLI_ACTOR, audit=db.audit, now=_now())
-    out.print(f"api key {key_id} revoked")
-
-
-@consent_app.command("grant")
-def consent_grant(
-    client: str,
-    purposes: Annotated[list[str], typer.Option("--purpose", help="Repeat for each purpose")],
-    notice: Annotated[str, typer.Option(help="announcement or contract")],
-    granted_by: Annotated[str, typer.Option(help="Who granted it, for the client")],
-    evidence: Annotated[str, typer.Option(help="Document reference or hash")],
-    notice_version: Annotated[str | None, typer.Option()] = None,
-    notice_sha256: Annotated[str | None, typer.Option()] = None,
-    valid_until: Annotated[datetime | None, typer.Option(help="ISO date, UTC")] = None,
-) -> None:
-    """Record a client's permission to record calls."""
-    from consent import clients, ledger, registry
-    from storage.db import session_scope
-
-    db = _database(_settings())
-    try:
-        request = ledger.GrantRequest(
-            purposes=purposes,
-            notice=notice,
-            granted_by=granted_by,
-            evidence=evidence,
-            notice_version=notice_version,
-            notice_sha256=notice_sha256,
-            valid_until=valid_until.replace(tzinfo=UTC) if valid_until else None,
-        )
-    except ValidationError as exc:
-        _fail_on_invalid(exc)
-    now = _now()
-    with session_scope(db.engine) as session:
-        clients.require_active(session, client)
-        event = ledger.grant(
-            session,
-            client_id=client,
-            request=request,
-            known_purposes=registry.purposes(session),
-            actor=CLI_ACTOR,
-            audit=db.audit,
-            now=now,
-        )
-        _print_json(ledger.to_public(event, None, now=now).model_dump())
-
-
-@consent_app.command("revoke")
-def consent_revoke(
-    client: str,
-    grant: str,
-    reason: Annotated[str, typer.Option()],
-    purge_existing: Annotated[bool, typer.Option(help="Also withdraw from recordings")] = False,
-) -> None:
-    """Revoke a grant: recording under it stops at once."""
-    from consent import ledger
-    from storage.db import session_scope
-
-    db = _database(_settings())
-    with session_scope(db.engine) as session:
-        ledger.revoke(
-            session,
-            client_id=client,
-            grant_id=grant,
-            request=ledger.RevokeRequest(reason=reason, purge_existing=purge_existing),
-            actor=CLI_ACTOR,
-            audit=db.audit,
-            now=_now(),
-        )
-    out.print(f"grant {grant} revoked")
-
-
-@consent_app.command("list")
-def consent_list(client: str) -> None:
-    """A client's grants, derived from its ledger."""
-    from sqlmodel import Session
-
-    from consent import ledger
-    from consent.clients import get_client
-
-    db = _database(_settings())
-    now = _now()
-    table = Table("grant", "version", "status", "purposes", "notice", "valid until")
-    with Session(db.engine) as session:
-        get_client(session, client)
-        for granted, revoked in ledger.current_grants(ledger.ledger(session, client)).values():
-            public = ledger.to_public(granted, revoked, now=now)
-            until = f"{public.valid_until:%Y-%m-%d}" if public.valid_until else ""
-            table.add_row(
-                public.id,
-                str(public.version),
-                public.status,
-                ", ".join(public.purposes),
-                public.notice,
-                until,
-            )
-    out.print(table)
-
-
 @app.command()
 def purge(
     as_of: Annotated[
@@ -361,16 +84,16 @@ def purge(
     from retention.purge import Purger
     from storage.backend import StorageBackend
 
-    now = _now()
-    when = now if as_of is None else as_of.replace(tzinfo=as_of.tzinfo or UTC)
-    if when < now - timedelta(minutes=1):
+    started = utc_now()
+    when = started if as_of is None else as_of.replace(tzinfo=as_of.tzinfo or UTC)
+    if when < started - timedelta(minutes=1):
         from consent.errors import InvalidRequest
 
         raise InvalidRequest(
             f"--as-of {when:%Y-%m-%d %H:%M} is in the past; purges run as of now or later"
         )
-    backend = StorageBackend(_settings())
-    backend.start(now=now)
+    backend = StorageBackend(cli_settings())
+    backend.start(now=started)
     try:
         purger = Purger(
             engine=backend.engine, store=backend.store, keyring=backend.keyring, audit=backend.audit
@@ -379,7 +102,7 @@ def purge(
             task = progress.add_task("purging", total=None)
             report = purger.sweep(
                 as_of=when,
-                now=now,
+                now=started,
                 dry_run=dry_run,
                 actor=CLI_ACTOR,
                 on_progress=lambda done, total: progress.update(task, completed=done, total=total),
@@ -407,11 +130,11 @@ def reconcile() -> None:
     from storage.backend import StorageBackend
     from storage.db import session_scope
 
-    backend = StorageBackend(_settings())
-    backend.start(now=_now())
+    backend = StorageBackend(cli_settings())
+    backend.start(now=utc_now())
     try:
         with Session(backend.engine) as session:
-            report = reconciliation.reconcile(session, backend.store, now=_now())
+            report = reconciliation.reconcile(session, backend.store, now=utc_now())
         with session_scope(backend.engine) as session:
             reconciliation.record(session, report, audit=backend.audit, actor=CLI_ACTOR)
     finally:
@@ -434,7 +157,7 @@ def migrate() -> None:
     from storage.db import check_database, create_db_engine
     from storage.db import migrate as apply_migrations
 
-    settings = _settings()
+    settings = cli_settings()
     engine = create_db_engine(settings.resolved_database_url)
     check_database(engine)
     apply_migrations(engine)
@@ -451,7 +174,7 @@ def audit_verify() -> None:
     from storage.db import check_database, create_db_engine
     from storage.keyring import Keyring
 
-    settings = _settings()
+    settings = cli_settings()
     engine = create_db_engine(settings.resolved_database_url)
     check_database(engine)
     keyring = Keyring(StorageBackend(settings).master_key())
@@ -470,7 +193,7 @@ def s3_serve() -> None:
     from storage.backend import s3_credentials
     from storage.embedded_s3 import EmbeddedS3
 
-    settings = _settings()
+    settings = cli_settings()
     credentials = s3_credentials(settings)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -1,0 +1,237 @@
+"""``callrec clients``, ``callrec keys`` and ``callrec consent``: tenants from the shell."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.table import Table
+
+from recorder.cli_common import (
+    CLI_ACTOR,
+    cli_settings,
+    fail_on_invalid,
+    open_database,
+    out,
+    print_json,
+    utc_now,
+)
+
+clients_app = typer.Typer(help="Clients (tenants).", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+consent_app = typer.Typer(help="The consent ledger.", no_args_is_help=True)
+
+
+@clients_app.command("create")
+def clients_create(
+    client_id: Annotated[str, typer.Argument(help="Slug, e.g. acme")],
+    name: Annotated[str, typer.Option(help="Display name")],
+    country: Annotated[str, typer.Option(help="ISO 3166-1 alpha-2, e.g. MA")],
+) -> None:
+    """Create a client."""
+    from consent import clients
+    from storage.db import session_scope
+
+    db = open_database(cli_settings())
+    try:
+        data = clients.ClientCreate(id=client_id, name=name, country=country)
+    except ValidationError as exc:
+        fail_on_invalid(exc)
+    with session_scope(db.engine) as session:
+        row = clients.create_client(
+            session, data=data, actor=CLI_ACTOR, audit=db.audit, now=utc_now()
+        )
+        print_json(clients.ClientPublic.model_validate(row, from_attributes=True).model_dump())
+
+
+@clients_app.command("list")
+def clients_list() -> None:
+    """List clients."""
+    from sqlmodel import Session
+
+    from consent import clients
+
+    db = open_database(cli_settings())
+    table = Table("id", "name", "country", "status", "created")
+    with Session(db.engine) as session:
+        for row in clients.list_clients(session):
+            table.add_row(row.id, row.name, row.country, row.status, f"{row.created_at:%Y-%m-%d}")
+    out.print(table)
+
+
+@clients_app.command("offboard")
+def clients_offboard(client_id: str) -> None:
+    """Offboard a client: its key is destroyed and its recordings become unreadable."""
+    from consent import clients
+    from storage.db import session_scope
+
+    db = open_database(cli_settings())
+    with session_scope(db.engine) as session:
+        clients.offboard_client(
+            session,
+            client_id=client_id,
+            actor=CLI_ACTOR,
+            keyring=db.keyring,
+            audit=db.audit,
+            now=utc_now(),
+        )
+    out.print(f"client {client_id} offboarded; its key is destroyed")
+
+
+@keys_app.command("issue")
+def keys_issue(
+    role: Annotated[str, typer.Argument(help="admin, compliance, client_admin or integrator")],
+    client: Annotated[str | None, typer.Option(help="The client, for client roles")] = None,
+) -> None:
+    """Issue an API key; the key is printed once and never stored."""
+    from consent import apikeys
+    from consent.api import ApiContext
+    from storage.db import session_scope
+
+    db = open_database(cli_settings())
+    try:
+        chosen = apikeys.Role(role)
+    except ValueError:
+        raise typer.BadParameter(f"unknown role {role!r}") from None
+    with session_scope(db.engine) as session:
+        if client is not None:
+            from consent.clients import get_client
+
+            get_client(session, client)
+        issued = apikeys.issue_key(
+            session,
+            role=chosen,
+            client_id=client,
+            pepper=ApiContext.pepper_of(db.keyring),
+            actor=CLI_ACTOR,
+            audit=db.audit,
+            now=utc_now(),
+        )
+    print_json(issued.model_dump())
+
+
+@keys_app.command("list")
+def keys_list(client: Annotated[str | None, typer.Option()] = None) -> None:
+    """List API keys (never their secrets)."""
+    from sqlmodel import Session
+
+    from consent import apikeys
+
+    db = open_database(cli_settings())
+    table = Table("id", "role", "client", "created", "revoked")
+    with Session(db.engine) as session:
+        for row in apikeys.list_keys(session, client_id=client):
+            revoked = f"{row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else ""
+            table.add_row(
+                row.id, row.role, row.client_id or "", f"{row.created_at:%Y-%m-%d}", revoked
+            )
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str) -> None:
+    """Revoke an API key."""
+    from consent import apikeys
+    from storage.db import session_scope
+
+    db = open_database(cli_settings())
+    with session_scope(db.engine) as session:
+        apikeys.revoke_key(session, key_id=key_id, actor=CLI_ACTOR, audit=db.audit, now=utc_now())
+    out.print(f"api key {key_id} revoked")
+
+
+@consent_app.command("grant")
+def consent_grant(
+    client: str,
+    purposes: Annotated[list[str], typer.Option("--purpose", help="Repeat for each purpose")],
+    notice: Annotated[str, typer.Option(help="announcement or contract")],
+    granted_by: Annotated[str, typer.Option(help="Who granted it, for the client")],
+    evidence: Annotated[str, typer.Option(help="Document reference or hash")],
+    notice_version: Annotated[str | None, typer.Option()] = None,
+    notice_sha256: Annotated[str | None, typer.Option()] = None,
+    valid_until: Annotated[datetime | None, typer.Option(help="ISO date, UTC")] = None,
+) -> None:
+    """Record a client's permission to record calls."""
+    from consent import clients, ledger, registry
+    from storage.db import session_scope
+
+    db = open_database(cli_settings())
+    try:
+        request = ledger.GrantRequest(
+            purposes=purposes,
+            notice=notice,
+            granted_by=granted_by,
+            evidence=evidence,
+            notice_version=notice_version,
+            notice_sha256=notice_sha256,
+            valid_until=valid_until.replace(tzinfo=UTC) if valid_until else None,
+        )
+    except ValidationError as exc:
+        fail_on_invalid(exc)
+    at = utc_now()
+    with session_scope(db.engine) as session:
+        clients.require_active(session, client)
+        event = ledger.grant(
+            session,
+            client_id=client,
+            request=request,
+            known_purposes=registry.purposes(session),
+            actor=CLI_ACTOR,
+            audit=db.audit,
+            now=at,
+        )
+        print_json(ledger.to_public(event, None, now=at).model_dump())
+
+
+@consent_app.command("revoke")
+def consent_revoke(
+    client: str,
+    grant: str,
+    reason: Annotated[str, typer.Option()],
+    purge_existing: Annotated[bool, typer.Option(help="Also withdraw from recordings")] = False,
+) -> None:
+    """Revoke a grant: recording under it stops at once."""
+    from consent import ledger
+    from storage.db import session_scope
+
+    db = open_database(cli_settings())
+    with session_scope(db.engine) as session:
+        ledger.revoke(
+            session,
+            client_id=client,
+            grant_id=grant,
+            request=ledger.RevokeRequest(reason=reason, purge_existing=purge_existing),
+            actor=CLI_ACTOR,
+            audit=db.audit,
+            now=utc_now(),
+        )
+    out.print(f"grant {grant} revoked")
+
+
+@consent_app.command("list")
+def consent_list(client: str) -> None:
+    """A client's grants, derived from its ledger."""
+    from sqlmodel import Session
+
+    from consent import ledger
+    from consent.clients import get_client
+
+    db = open_database(cli_settings())
+    at = utc_now()
+    table = Table("grant", "version", "status", "purposes", "notice", "valid until")
+    with Session(db.engine) as session:
+        get_client(session, client)
+        for granted, revoked in ledger.current_grants(ledger.ledger(session, client)).values():
+            public = ledger.to_public(granted, revoked, now=at)
+            until = f"{public.valid_until:%Y-%m-%d}" if public.valid_until else ""
+            table.add_row(
+                public.id,
+                str(public.version),
+                public.status,
+                ", ".join(public.purposes),
+                public.notice,
+                until,
+            )
+    out.print(table)
