@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint format bench migrate purge s3 clean
+.PHONY: install run test lint format bench migrate purge report s3 clean
 
 install: $(STAMP)
 
@@ -38,6 +38,9 @@ migrate: install  ## apply database migrations
 
 purge: install  ## withdraw expired purposes and purge what has none left (ARGS="--dry-run")
 	$(BIN)/callrec purge $(ARGS)
+
+report: install  ## the retention report as an HTML dashboard in var/ (ARGS="--format csv" …)
+	$(BIN)/callrec report --out var/retention-report.html $(ARGS)
 
 s3: install  ## run the embedded SeaweedFS S3 alone
 	$(BIN)/callrec s3 serve

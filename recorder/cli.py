@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -117,6 +118,40 @@ def purge(
     if report.failed:
         err.print(f"{len(report.failed)} failed, retried next sweep: {', '.join(report.failed)}")
         raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    format: Annotated[str, typer.Option(help="json, csv or html")] = "html",
+    out_file: Annotated[Path | None, typer.Option("--out", help="Write here, not stdout")] = None,
+    client: Annotated[str | None, typer.Option(help="Only this client")] = None,
+    period_days: Annotated[int, typer.Option(min=1, max=366)] = 30,
+    verify_audit: Annotated[bool, typer.Option(help="Also walk the audit chain")] = True,
+) -> None:
+    """The retention report for compliance officers (an HTML dashboard by default)."""
+    from sqlmodel import Session
+
+    from recorder.cli_common import open_database
+    from retention.report import build_report, to_json
+    from retention.report_csv import to_csv
+    from retention.report_html import to_html
+
+    renderers = {"json": to_json, "csv": to_csv, "html": to_html}
+    if format not in renderers:
+        raise typer.BadParameter("json, csv or html", param_hint="--format")
+    db = open_database(cli_settings())
+    with Session(db.engine) as session:
+        chain = db.audit.verify(session) if verify_audit else None
+        built = build_report(
+            session, now=utc_now(), client_id=client, period_days=period_days, audit_report=chain
+        )
+    text = renderers[format](built)
+    if out_file is None:
+        sys.stdout.write(text)
+        return
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    out_file.write_text(text)
+    out.print(f"retention report written to {out_file}")
 
 
 @app.command()

@@ -8,9 +8,9 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Annotated, BinaryIO, cast
+from typing import Annotated, BinaryIO, Literal, cast
 
-from fastapi import APIRouter, Depends, Request, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
@@ -20,6 +20,9 @@ from consent.apikeys import Principal, Role
 from consent.errors import NotFound, StateConflict
 from retention import holds, subjects
 from retention.purge import Purger
+from retention.report import build_report, to_json
+from retention.report_csv import to_csv
+from retention.report_html import to_html
 from storage import catalog
 from storage.catalog import Recording, RecordingState
 from storage.objectstore import ObjectStore
@@ -179,3 +182,40 @@ def export_bundle(
         path.unlink(missing_ok=True)
         raise
     return path
+
+
+_MEDIA = {
+    "json": "application/json",
+    "csv": "text/csv; charset=utf-8",
+    "html": "text/html; charset=utf-8",
+}
+
+
+@router.get("/reports/retention", responses={200: {"content": {m: {} for m in _MEDIA.values()}}})
+def retention_report(
+    context: Context,
+    principal: Requester,
+    format: Literal["json", "csv", "html"] = "json",
+    client_id: str | None = None,
+    period_days: Annotated[int, Query(ge=1, le=366)] = 30,
+    verify_audit: bool = False,
+) -> Response:
+    """The retention report: policy, inventory, forecast, purges, overdue, holds, requests."""
+    if principal.client_id is not None:
+        if client_id not in (None, principal.client_id):
+            raise NotFound(f"no client {client_id}")
+        client_id = principal.client_id
+    with context.read() as session:
+        audit_report = context.audit.verify(session) if verify_audit else None
+        report = build_report(
+            session,
+            now=context.clock(),
+            client_id=client_id,
+            period_days=period_days,
+            audit_report=audit_report,
+        )
+    body = {"json": to_json, "csv": to_csv, "html": to_html}[format](report)
+    headers = {"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"}
+    if format == "csv":
+        headers["Content-Disposition"] = 'attachment; filename="retention-report.csv"'
+    return Response(body, media_type=_MEDIA[format], headers=headers)

@@ -131,7 +131,14 @@ class Purger:
                 self._expire(session, recording, action, purposes, held, actor, now)
             if action.purge:
                 rule = f"{action.rule} (as of {as_of:%Y-%m-%d %H:%M} UTC)"
-                self.purge_recording(session, recording, rule=rule, actor=actor, now=now)
+                self.purge_recording(
+                    session,
+                    recording,
+                    rule=rule,
+                    actor=actor,
+                    now=now,
+                    last_expiry=max(purposes.values(), default=None),
+                )
 
     def _expire(
         self,
@@ -169,7 +176,14 @@ class Purger:
         )
 
     def purge_recording(
-        self, session: Session, recording: Recording, *, rule: str, actor: str, now: datetime
+        self,
+        session: Session,
+        recording: Recording,
+        *,
+        rule: str,
+        actor: str,
+        now: datetime,
+        last_expiry: datetime | None = None,
     ) -> None:
         """Delete every version, destroy the key, check, mark purged, certify (no commit)."""
         deletion = self.store.delete_all_versions(recording.object_key)
@@ -194,6 +208,7 @@ class Purger:
                 "sha256": recording.sha256,
                 "size": recording.size,
                 "rule": rule,
+                "last_expiry": last_expiry.isoformat() if last_expiry else None,
                 "versions_removed": deletion.versions_removed,
                 "key_destroyed": True,
                 "key_was_live": key_was_live,

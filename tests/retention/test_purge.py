@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from retention.holds import HoldRequest, place_hold
 from retention.purge import Purger
 from storage import catalog
 from storage.audit import AuditEvent, AuditLog
@@ -160,9 +161,14 @@ def test_legal_hold_blocks_the_purge(
 ) -> None:
     recording = store_recording(research=10)
     with session_scope(engine) as session:
-        row = session.get(Recording, recording.id)
-        assert row is not None
-        row.legal_hold = True
+        place_hold(
+            session,
+            request=HoldRequest(reason="litigation", recording_ids=[recording.id]),
+            store=object_store,
+            actor="test",
+            audit=purger.audit,
+            now=now,
+        )
     report = purger.sweep(as_of=now + 11 * DAY, now=now)
     assert (report.purged, report.held) == (0, 1)
     assert object_store.get_tags(recording.object_key) == {"client": "acme", "legal-hold": "true"}
