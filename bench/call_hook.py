@@ -4,9 +4,12 @@ The server is the real thing: an embedded SeaweedFS and a SQLite catalog in a te
 dir, ``StorageBackend`` and ``create_app`` as in production, served by uvicorn on
 127.0.0.1 in a thread of this process. The same app gets one extra route,
 ``POST /bench/bare``: a sync handler taking a small pydantic body and returning a
-constant, so it crosses the same uvicorn, middleware, routing, body parsing and
-threadpool hop as the hook and nothing else. A client, its keys and a consent grant
-are set up over HTTP; every hook request is a new US-NY (one-party) call that records.
+constant, so it crosses the same uvicorn, middleware, routing and body parsing as the
+hook and nothing else. Both reach a worker thread: the bare route as any sync route
+does (FastAPI runs the handler there, and validates its answer in a second hop), the
+hook, an async route, by handing its database work to one hop of its own. A client,
+its keys and a consent grant are set up over HTTP; every hook request is a new US-NY
+(one-party) call that records.
 
 The load comes from a separate process (spawned), so on a 2-core machine the client
 does not take the server's core or its GIL. It is a minimal asyncio HTTP/1.1 client

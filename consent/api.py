@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Header, Request, status
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -23,7 +24,7 @@ from consent.decision import unavailable
 from consent.errors import NotFound, PermissionDenied, StateConflict, Unauthenticated
 from consent.reader import ConsentReader
 from storage.audit import AuditLog
-from storage.db import session_scope
+from storage.db import connection_scope, session_scope
 from storage.errors import DatabaseUnavailable
 from storage.keyring import Keyring
 
@@ -72,7 +73,9 @@ class ApiContext:
         return self.keyring.derive("phone-hash")
 
 
-def get_context(request: Request) -> ApiContext:
+async def get_context(request: Request) -> ApiContext:
+    # Async although it never waits: FastAPI runs a sync dependency in a worker thread,
+    # a hop that would cost more than the look-up.
     context: ApiContext = request.app.state.api_context
     return context
 
@@ -96,7 +99,7 @@ def _bearer_token(authorization: str | None) -> str:
     return token.strip()
 
 
-def _principal(session: Session, context: ApiContext, token: str) -> Principal:
+def _principal(session: Session | sa.Connection, context: ApiContext, token: str) -> Principal:
     return apikeys.authenticate(
         session, token, pepper=context.key_pepper, bootstrap_admin_key=context.admin_key
     )
@@ -403,21 +406,29 @@ def _decision_public(context: ApiContext, row: calls.DecisionView) -> DecisionPu
 
 
 @router.post("/calls", tags=["calls"])
-def call_hook(
+async def call_hook(
     body: calls.CallRequest,
     context: Context,
     authorization: Annotated[str | None, Header()] = None,
 ) -> DecisionPublic:
     """Ask, at call setup, whether this call may be recorded (fails closed)."""
-    now = context.clock()
     token = _bearer_token(authorization)
+    # The blocking part in one worker thread; a sync route would take a second hop to
+    # validate the answer, and every call setup waits for both.
+    return await run_in_threadpool(decide_call, context, body, token)
+
+
+def decide_call(context: ApiContext, body: calls.CallRequest, token: str) -> DecisionPublic:
+    """The call hook's answer for an integrator ``token`` (blocking: database)."""
+    now = context.clock()
     try:
-        # One transaction for the key check and the decision: a second session would
-        # cost a connection check-out and a commit of its own on every call.
-        with context.write() as session:
-            principal = allow(Role.INTEGRATOR)(_principal(session, context, token))
+        # One transaction for the key check and the decision (a second one would cost a
+        # connection check-out and a commit of its own on every call), on a bare
+        # connection: the call hook runs only Core statements.
+        with connection_scope(context.engine) as connection:
+            principal = allow(Role.INTEGRATOR)(_principal(connection, context, token))
             row = calls.ask(
-                session,
+                connection,
                 client_id=tenant_of(principal),
                 request=body,
                 phone_key=context.phone_key,

@@ -19,6 +19,7 @@ from sqlmodel import Field, Session, SQLModel, select
 
 from consent.errors import InvalidRequest, NotFound, Unauthenticated
 from storage.audit import AuditLog
+from storage.db import connection_of
 from storage.ids import new_id
 from storage.types import UTCDateTime
 
@@ -145,7 +146,11 @@ def list_keys(session: Session, *, client_id: str | None = None) -> list[ApiKey]
 
 
 def authenticate(
-    session: Session, token: str, *, pepper: bytes, bootstrap_admin_key: str | None
+    session: Session | sa.Connection,
+    token: str,
+    *,
+    pepper: bytes,
+    bootstrap_admin_key: str | None,
 ) -> Principal:
     """The principal behind ``token``; Unauthenticated for anything else."""
     if bootstrap_admin_key and hmac.compare_digest(token.encode(), bootstrap_admin_key.encode()):
@@ -154,7 +159,7 @@ def authenticate(
     if not token.startswith(_PREFIX) or not key_id or not secret:
         raise Unauthenticated("invalid api key")
     # Read on every request, never cached: a revoked key stops working at once.
-    row = session.connection().execute(_KEY_BY_ID, {"id": key_id}).first()
+    row = connection_of(session).execute(_KEY_BY_ID, {"id": key_id}).first()
     if row is None or not hmac.compare_digest(row.secret_hash, _hash(pepper, secret)):
         raise Unauthenticated("invalid api key")
     if row.revoked is not None:

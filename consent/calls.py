@@ -10,17 +10,15 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlmodel import Field as SQLField
-from sqlmodel import Session, SQLModel, select
+from sqlmodel import Session, select
 
 from consent.decision import apply_caller_answer, decide
+from consent.decisions import DECISIONS, CallDecision, CallerAnswer, CallState, DecisionView
 from consent.domain import CallFacts, Channel, Decision, Direction, Reason
 from consent.errors import NotFound, StateConflict
 from consent.jurisdiction import normalize_jurisdiction
@@ -28,23 +26,28 @@ from consent.phones import hash_phone, normalize_phone
 from consent.reader import ConsentReader
 from storage.audit import AuditLog
 from storage.ids import new_id
-from storage.types import UTCDateTime
+
+__all__ = [
+    "CallDecision",
+    "CallRequest",
+    "CallState",
+    "CallerAnswer",
+    "CallerConsentRequest",
+    "DecisionView",
+    "answer_caller_consent",
+    "ask",
+    "change_state",
+    "find_call",
+    "get_call",
+]
 
 log = logging.getLogger(__name__)
 
 _CALL_ID = re.compile(r"^[A-Za-z0-9._:@+-]{1,200}$")
-
-
-class CallState(StrEnum):
-    OPEN = "open"
-    PAUSED = "paused"
-    ENDED = "ended"
-    OPTED_OUT = "opted_out"
-
-
-class CallerAnswer(StrEnum):
-    ACCEPTED = "accepted"
-    DECLINED = "declined"
+_INSERT = sa.insert(DECISIONS)
+_VIEW_BY_ID = sa.select(*(DECISIONS.c[name] for name in DecisionView.__slots__)).where(
+    DECISIONS.c.id == sa.bindparam("id")
+)
 
 
 class CallRequest(BaseModel):
@@ -88,83 +91,8 @@ class CallerConsentRequest(BaseModel):
     notice_version: str = Field(min_length=1, max_length=100)
 
 
-class CallDecision(SQLModel, table=True):
-    """A persisted decision: one per (client, call)."""
-
-    __tablename__ = "call_decisions"
-    __table_args__ = (sa.UniqueConstraint("client_id", "call_id"),)
-
-    id: str = SQLField(primary_key=True, max_length=40)
-    client_id: str = SQLField(index=True, max_length=63)
-    call_id: str = SQLField(max_length=200)
-    channel: str = SQLField(max_length=20)
-    direction: str = SQLField(max_length=20)
-    participants: str = SQLField(sa_type=sa.Text)  # JSON list of keyed phone hashes
-    jurisdiction: str | None = SQLField(default=None, max_length=10)
-    record: bool
-    reason: str = SQLField(max_length=40, index=True)
-    purposes: str = SQLField(default="{}", sa_type=sa.Text)  # JSON {purpose: expiry ISO}
-    grant_id: str | None = SQLField(default=None, max_length=40)
-    grant_version: int | None = None
-    rule: str = SQLField(max_length=20)
-    rule_jurisdiction: str | None = SQLField(default=None, max_length=10)
-    rule_version: int | None = None
-    announcement_required: bool = False
-    awaiting_caller_consent: bool = False
-    caller_answer: str | None = SQLField(default=None, max_length=20)
-    caller_method: str | None = SQLField(default=None, max_length=20)
-    caller_notice_version: str | None = SQLField(default=None, max_length=100)
-    caller_answered_at: datetime | None = SQLField(default=None, sa_type=UTCDateTime)
-    state: CallState = SQLField(default=CallState.OPEN, sa_type=sa.String(20))
-    decided_at: datetime = SQLField(sa_type=UTCDateTime)
-    updated_at: datetime = SQLField(sa_type=UTCDateTime)
-
-    def purpose_expiries(self) -> dict[str, datetime]:
-        return {p: datetime.fromisoformat(e) for p, e in json.loads(self.purposes).items()}
-
-    @property
-    def may_keep_audio(self) -> bool:
-        """True while audio for this call may be kept (consent complete, not opted out)."""
-        return (
-            self.record
-            and not self.awaiting_caller_consent
-            and self.state in (CallState.OPEN, CallState.PAUSED, CallState.ENDED)
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class DecisionView:
-    """A decision as the call hook answers it: the row's fields, without an ORM object.
-
-    A fresh decision is inserted with one Core statement; building a ``CallDecision``
-    only to read it back would cost more than the insert.
-    """
-
-    id: str
-    client_id: str
-    call_id: str
-    channel: str
-    record: bool
-    reason: str
-    purposes: str  # JSON {purpose: expiry ISO}, as stored
-    grant_id: str | None
-    grant_version: int | None
-    rule: str
-    rule_jurisdiction: str | None
-    announcement_required: bool
-    awaiting_caller_consent: bool
-    state: str
-
-    @classmethod
-    def of(cls, row: CallDecision) -> DecisionView:
-        return cls(**{name: getattr(row, name) for name in cls.__slots__})
-
-    def purpose_expiries(self) -> dict[str, datetime]:
-        return {p: datetime.fromisoformat(e) for p, e in json.loads(self.purposes).items()}
-
-
 def ask(
-    session: Session,
+    connection: sa.Connection,
     *,
     client_id: str,
     request: CallRequest,
@@ -176,16 +104,17 @@ def ask(
 ) -> DecisionView:
     """Decide whether to record a call, persist the decision and audit it.
 
-    Asking again for the same call returns the first decision unchanged.
+    Asking again for the same call returns the first decision unchanged. Core
+    statements on a bare connection, no ORM: this runs at every call setup, and the
+    ORM would cost several times what the statements do.
     """
-    # Core statements on the session's connection: the ORM would cost more than they do.
-    connection = session.connection()
-    existing = connection.execute(
-        _FIND_ID, {"client_id": client_id, "call_id": request.call_id}
-    ).scalar_one_or_none()
-    if existing is not None:
-        return DecisionView.of(session.get_one(CallDecision, existing))
     participants = (hash_phone(phone_key, request.from_), hash_phone(phone_key, request.to))
+    snapshot = reader.read(
+        connection, client_id=client_id, call_id=request.call_id, participants=participants
+    )
+    if snapshot.decided is not None:
+        earlier = connection.execute(_VIEW_BY_ID, {"id": snapshot.decided}).one()
+        return DecisionView(**earlier._mapping)
     facts = CallFacts(
         call_id=request.call_id,
         direction=request.direction,
@@ -194,8 +123,7 @@ def ask(
         jurisdictions=(request.jurisdiction, request.jurisdiction),
         purposes=None if request.purposes is None else frozenset(request.purposes),
     )
-    consent = reader.client_consent(session, client_id, participants)
-    decision = decide(consent, facts, reader.reference(session).rules, now)
+    decision = decide(snapshot.consent, facts, reader.reference(connection).rules, now)
     fields = {
         "id": new_id("dec", now),
         "client_id": client_id,
@@ -211,7 +139,7 @@ def ask(
     }
     connection.execute(_INSERT, fields)
     view = DecisionView(**{name: fields[name] for name in DecisionView.__slots__})
-    _audit(session, audit, view, "call.decided", actor, now)
+    _audit(connection, audit, view, "call.decided", actor, now)
     return view
 
 
@@ -273,14 +201,6 @@ def change_state(
     return row
 
 
-_DECISIONS: sa.Table = CallDecision.__table__  # type: ignore[attr-defined]
-_FIND_ID = sa.select(_DECISIONS.c.id).where(
-    _DECISIONS.c.client_id == sa.bindparam("client_id"),
-    _DECISIONS.c.call_id == sa.bindparam("call_id"),
-)
-_INSERT = sa.insert(_DECISIONS)
-
-
 def find_call(session: Session, *, client_id: str, call_id: str) -> CallDecision | None:
     return session.exec(
         select(CallDecision).where(
@@ -330,7 +250,12 @@ def _to_decision(row: CallDecision) -> Decision:
 
 
 def _audit(
-    session: Session, audit: AuditLog, row: DecisionView, kind: str, actor: str, now: datetime
+    session: Session | sa.Connection,
+    audit: AuditLog,
+    row: DecisionView,
+    kind: str,
+    actor: str,
+    now: datetime,
 ) -> None:
     audit.append(
         session,

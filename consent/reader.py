@@ -1,9 +1,10 @@
 """What a call decision reads, in as few queries as correctness allows.
 
-Per call, one statement reads everything about the client that may change at any
-moment: its status, its retention overrides, whether either party is on its
-do-not-record list, and the head (newest event) of its consent ledger. The ledger
-itself is read again only when that head has moved since this process last read it.
+Per call, one statement reads whether the call was decided already and everything
+about the client that may change at any moment: its status, its retention overrides,
+whether either party is on its do-not-record list, and the head (newest event) of its
+consent ledger. The ledger itself is read again only when that head has moved since
+this process last read it.
 Reference data (the purposes' default retention, the jurisdiction rule book) changes
 only through migrations and is read once per process (``registry.Reference``).
 
@@ -21,6 +22,7 @@ different events.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import sqlalchemy as sa
@@ -28,12 +30,13 @@ from sqlmodel import Session
 
 from consent import ledger, registry
 from consent.clients import Client, ClientStatus
+from consent.decisions import DECISIONS
 from consent.domain import ClientConsent, Grant
 from consent.ledger import ConsentEvent
 from consent.objections import Objection
 from consent.registry import Reference, RetentionOverride
 
-__all__ = ["ConsentReader", "LedgerHead"]
+__all__ = ["CallSnapshot", "ConsentReader", "LedgerHead"]
 
 # One process serves a bounded number of clients' ledgers from memory; beyond that the
 # oldest entry goes (a miss only costs one ledger read).
@@ -64,10 +67,21 @@ def _objected(party: str) -> sa.Exists:
     )
 
 
+# The call's earlier decision, if any (unique index on client_id, call_id).
+_DECIDED = (
+    sa.select(DECISIONS.c.id)
+    .where(
+        DECISIONS.c.client_id == sa.bindparam("client_id"),
+        DECISIONS.c.call_id == sa.bindparam("call_id"),
+    )
+    .scalar_subquery()
+)
+
 # One row per retention override (one row with NULLs without any), none for an
 # unknown client. The sub-selects use only bound values, so they run once per query.
 _SNAPSHOT = (
     sa.select(
+        _DECIDED.label("decided"),
         _CLIENTS.c.status,
         _newest(_EVENTS.c.ledger_version).label("head_version"),
         _newest(_EVENTS.c.id).label("head_id"),
@@ -79,6 +93,22 @@ _SNAPSHOT = (
     .select_from(_CLIENTS.outerjoin(_OVERRIDES, _OVERRIDES.c.client_id == _CLIENTS.c.id))
     .where(_CLIENTS.c.id == sa.bindparam("client_id"))
 )
+
+
+@dataclass(frozen=True, slots=True)
+class CallSnapshot:
+    """What ``ConsentReader.read`` found for one call.
+
+    ``decided`` is the id of the call's decision if it was decided already; then
+    ``consent`` is not read and stays None. Otherwise ``consent`` is None only for a
+    client that does not exist.
+    """
+
+    decided: str | None
+    consent: ClientConsent | None
+
+
+_DECIDED_ONLY = sa.select(_DECIDED)
 
 
 class LedgerHead(NamedTuple):
@@ -100,48 +130,60 @@ class ConsentReader:
         self._ledgers: dict[str, tuple[LedgerHead | None, tuple[Grant, ...]]] = {}
         self._lock = threading.Lock()
 
-    def reference(self, session: Session) -> Reference:
+    def reference(self, connection: sa.Connection) -> Reference:
         """Purposes and rule book, read on first use (a failed read is retried next time)."""
         reference = self._reference
         if reference is None:
-            reference = self._reference = registry.load_reference(session)
+            with Session(bind=connection) as session:
+                reference = self._reference = registry.load_reference(session)
         return reference
 
-    def client_consent(
-        self, session: Session, client_id: str, participants: tuple[str, str]
-    ) -> ClientConsent | None:
-        """The client's consent for a call between ``participants`` (keyed phone hashes).
+    def read(
+        self,
+        connection: sa.Connection,
+        *,
+        client_id: str,
+        call_id: str,
+        participants: tuple[str, str],
+    ) -> CallSnapshot:
+        """The call's earlier decision, or the client's consent for a call between
+        ``participants`` (keyed phone hashes), in the caller's transaction.
 
-        None if the client does not exist. ``objections`` holds only those of the two
-        participants that are on the do-not-record list: all that decide() asks about.
+        ``objections`` holds only those of the two participants that are on the
+        client's do-not-record list: all that decide() asks about.
         """
         caller, callee = participants
-        params = {"client_id": client_id, "caller": caller, "callee": callee}
-        rows = session.connection().execute(_SNAPSHOT, params).all()
-        if not rows:
-            return None
+        params = {"client_id": client_id, "call_id": call_id, "caller": caller, "callee": callee}
+        rows = connection.execute(_SNAPSHOT, params).all()
+        if not rows:  # no such client; a decision may still exist (unknown_client)
+            return CallSnapshot(connection.execute(_DECIDED_ONLY, params).scalar(), None)
         first = rows[0]
-        days = dict(self.reference(session).default_days)
+        if first.decided is not None:
+            return CallSnapshot(first.decided, None)
+        days = dict(self.reference(connection).default_days)
         days.update({row.purpose: row.days for row in rows if row.purpose is not None})
         hits = (first.caller_objected, first.callee_objected)
         head = None if first.head_id is None else LedgerHead(first.head_version, first.head_id)
-        return ClientConsent(
+        consent = ClientConsent(
             client_id=client_id,
             active=first.status == ClientStatus.ACTIVE,
-            grants=self._grants(session, client_id, head),
+            grants=self._grants(connection, client_id, head),
             retention_days=days,
             objections=frozenset(p for p, hit in zip(participants, hits, strict=True) if hit),
         )
+        return CallSnapshot(None, consent)
 
     def _grants(
-        self, session: Session, client_id: str, head: LedgerHead | None
+        self, connection: sa.Connection, client_id: str, head: LedgerHead | None
     ) -> tuple[Grant, ...]:
         if head is None:
             return ()
         cached = self._ledgers.get(client_id)
         if cached is not None and cached[0] == head:
             return cached[1]
-        events = ledger.ledger(session, client_id)
+        # The ORM here, on the caller's transaction: this runs only after a change.
+        with Session(bind=connection) as session:
+            events = ledger.ledger(session, client_id)
         grants = tuple(ledger.to_grant(g, r) for g, r in ledger.current_grants(events).values())
         # Keyed by the head of what was actually read: on PostgreSQL (read committed)
         # that may be newer than ``head``, and must not be filed under the older one.

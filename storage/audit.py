@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlmodel import Field, Session, SQLModel, select
 
+from storage.db import connection_of
 from storage.types import UTCDateTime
 
 GENESIS_HASH = "0" * 64
@@ -133,7 +134,7 @@ class AuditLog:
 
     def append(
         self,
-        session: Session,
+        session: Session | sa.Connection,
         *,
         kind: str,
         actor: str,
@@ -144,11 +145,15 @@ class AuditLog:
     ) -> Appended:
         """Append one event in the caller's transaction (the caller commits).
 
-        Core statements on the session's connection rather than ORM objects: every call
-        decision appends one event, and the ORM costs several times what the statements
-        do. Nothing here needs the caller's pending objects flushed first.
+        ``session`` may be a bare connection (the call hook's). Core statements rather
+        than ORM objects either way: every call decision appends one event, and the ORM
+        costs several times what the statements do.
         """
-        connection = session.connection()
+        if isinstance(session, Session):
+            # The caller's pending objects go first, as they always did: callers may
+            # count on append() having flushed them.
+            session.flush()
+        connection = connection_of(session)
         if connection.dialect.name == "postgresql":
             connection.execute(_LOCK, {"id": _POSTGRES_LOCK_ID})
         head = connection.execute(_HEAD).first()

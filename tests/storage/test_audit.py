@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 import pytest
@@ -8,7 +9,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from storage.audit import AuditEvent, AuditLog, chain_hash
-from storage.db import session_scope
+from storage.db import connection_scope, session_scope
 
 KEY = b"k" * 32
 
@@ -170,3 +171,28 @@ def test_append_rolls_back_with_its_transaction(engine: Engine, now: datetime) -
         failing_request()
     report = _verify(engine)
     assert report.ok and report.events == 2
+
+
+def test_appends_on_a_bare_connection_join_the_same_chain(engine: Engine, now: datetime) -> None:
+    audit = _fill(engine, now, 2)
+    with connection_scope(engine) as connection:
+        appended = audit.append(connection, kind="test.event", actor="t", now=now, data={"i": 2})
+    assert appended.seq == 3
+    _fill(engine, now + timedelta(seconds=3), 1)
+    report = _verify(engine)
+    assert report.ok and report.events == 4, report.problem
+
+
+def test_concurrent_appenders_keep_the_chain_linear(engine: Engine, now: datetime) -> None:
+    """Writers in threads take turns (SQLite) or the advisory lock (PostgreSQL)."""
+    audit = AuditLog(KEY)
+
+    def appender(worker: int) -> None:
+        for i in range(10):
+            with session_scope(engine) as session:
+                audit.append(session, kind="test.event", actor=f"w{worker}", now=now, data={"i": i})
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(appender, range(6)))
+    report = _verify(engine)
+    assert report.ok and report.events == 60, report.problem
