@@ -114,7 +114,8 @@ class ClientConsent:
 
     ``retention_days`` holds the effective days per purpose for this client (defaults
     merged with its overrides); a purpose missing from it cannot be recorded.
-    ``objections`` holds the keyed hashes of the numbers on its do-not-record list.
+    ``objections`` holds the keyed hashes of the numbers on its do-not-record list; a
+    snapshot read for one call may hold only those of that call's parties.
     """
 
     client_id: str
