@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -111,7 +111,7 @@ def test_out_of_scope(client: TestClient) -> None:
     assert (answer["record"], answer["reason"]) == (False, "out_of_scope")
 
 
-def test_subject_objection(client: TestClient, backend: StorageBackend) -> None:
+def test_subject_objection(client: TestClient, backend: StorageBackend, now: datetime) -> None:
     tenant = make_tenant(client)
     with session_scope(backend.engine) as session:
         add_objection(
@@ -121,16 +121,10 @@ def test_subject_objection(client: TestClient, backend: StorageBackend) -> None:
             source="test",
             actor="test",
             audit=backend.audit,
-            now=backend_now(),
+            now=now,
         )
     answer = _ask(client, tenant.integrator)
     assert (answer["record"], answer["reason"]) == (False, "subject_objection")
-
-
-def backend_now():  # type: ignore[no-untyped-def]
-    from datetime import UTC, datetime
-
-    return datetime(2026, 11, 28, 12, tzinfo=UTC)
 
 
 def test_offboarded_client(client: TestClient) -> None:
