@@ -106,7 +106,7 @@ def make_tenant(
     body: dict[str, Any] = {
         "purposes": ["research", "improvement"],
         "notice": notice,
-        "granted_by": "Jane Roe, DPO",
+        "granted_by": "Data protection officer",
         "evidence": "contract #42 signed 2026-11-01",
     }
     if notice == "announcement":
