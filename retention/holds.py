@@ -215,11 +215,8 @@ def _refresh(
         ):
             continue
         if held != recording.legal_hold:
-            tags = catalog.object_tags(
-                recording.client_id, catalog.purposes_of(session, recording.id)
-            )
-            if held:
-                tags["legal-hold"] = "true"
+            purposes = catalog.purposes_of(session, recording.id)
+            tags = catalog.object_tags(recording.client_id, purposes, legal_hold=held)
             store.put_tags(recording.object_key, tags)
             recording.legal_hold, recording.updated_at = held, now
             session.add(recording)

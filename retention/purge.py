@@ -12,13 +12,13 @@ since each step is idempotent.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from retention.holds import holds_covering
 from retention.plan import RetentionAction, RetentionState, plan
@@ -151,17 +151,9 @@ class Purger:
         now: datetime,
     ) -> None:
         remaining = {p: e for p, e in purposes.items() if p in action.remaining}
-        tags = catalog.object_tags(recording.client_id, remaining)
-        if held:
-            tags["legal-hold"] = "true"
-        if not action.purge:  # a purged object needs no tags
-            self.store.put_tags(recording.object_key, tags)
-        session.execute(
-            sa.delete(RecordingPurpose).where(
-                RecordingPurpose.recording_id == recording.id,  # type: ignore[arg-type]
-                RecordingPurpose.purpose.in_(action.expire),  # type: ignore[attr-defined]
-            )
-        )
+        # A purged object needs no tags: the purge follows in this same transaction.
+        retag = None if action.purge else remaining
+        self.remove_purposes(session, recording, action.expire, retag=retag, held=held)
         self.audit.append(
             session,
             kind="recording.purposes_expired",
@@ -173,6 +165,26 @@ class Purger:
                 "expired": {p: f"{purposes[p]:%Y-%m-%d}" for p in sorted(action.expire)},
                 "remaining": sorted(action.remaining),
             },
+        )
+
+    def remove_purposes(
+        self,
+        session: Session,
+        recording: Recording,
+        removed: Collection[str],
+        *,
+        retag: Mapping[str, datetime] | None,
+        held: bool,
+    ) -> None:
+        """Drop purposes from a recording: tags first (to ``retag``), then the catalog."""
+        if retag is not None:
+            tags = catalog.object_tags(recording.client_id, retag, legal_hold=held)
+            self.store.put_tags(recording.object_key, tags)
+        session.execute(
+            sa.delete(RecordingPurpose).where(
+                col(RecordingPurpose.recording_id) == recording.id,
+                col(RecordingPurpose.purpose).in_(removed),
+            )
         )
 
     def purge_recording(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from consent.calls import CallDecision
@@ -18,7 +17,7 @@ from consent.ledger import ConsentEvent
 from retention.holds import holds_covering
 from retention.purge import Purger
 from storage import catalog
-from storage.catalog import Recording, RecordingPurpose, RecordingState
+from storage.catalog import Recording, RecordingState
 
 
 def withdraw_revoked_purposes(
@@ -46,16 +45,7 @@ def withdraw_revoked_purposes(
             purger.purge_recording(session, recording, rule=rule, actor=actor, now=now)
             purged += 1
             continue
-        tags = catalog.object_tags(recording.client_id, remaining)
-        if held:
-            tags["legal-hold"] = "true"
-        purger.store.put_tags(recording.object_key, tags)
-        session.execute(
-            sa.delete(RecordingPurpose).where(
-                col(RecordingPurpose.recording_id) == recording.id,
-                col(RecordingPurpose.purpose).in_(withdrawn),
-            )
-        )
+        purger.remove_purposes(session, recording, withdrawn, retag=remaining, held=held)
         purger.audit.append(
             session,
             kind="recording.purposes_withdrawn",

@@ -86,10 +86,15 @@ def object_key(*, client_id: str, recording_id: str, created_at: datetime, ext: 
     return f"{client_id}/{created_at:%Y/%m/%d}/{recording_id}.{ext}"
 
 
-def object_tags(client_id: str, purposes: Mapping[str, datetime]) -> dict[str, str]:
-    """The tag set an object must carry: its client and one tag per live purpose."""
+def object_tags(
+    client_id: str, purposes: Mapping[str, datetime], *, legal_hold: bool = False
+) -> dict[str, str]:
+    """The tag set an object must carry: its client, one tag per live purpose, and
+    ``legal-hold=true`` while a case holds it."""
     tags = {"client": client_id}
     tags.update({f"purpose:{name}": f"{expiry:%Y-%m-%d}" for name, expiry in purposes.items()})
+    if legal_hold:
+        tags["legal-hold"] = "true"
     return tags
 
 
