@@ -264,7 +264,6 @@ class _Relay:
         self._upstream = (url.hostname or "127.0.0.1", url.port or 80)
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
-        self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._threads = [threading.Thread(target=self._accept)]
         self._threads[0].start()
@@ -276,12 +275,11 @@ class _Relay:
             except OSError:  # the listener was shut: the outage began
                 return
             server = socket.create_connection(self._upstream)
-            with self._lock:
-                self._sockets += [client, server]
-                for source, sink in ((client, server), (server, client)):
-                    pump = threading.Thread(target=self._pump, args=(source, sink))
-                    self._threads.append(pump)
-                    pump.start()
+            self._sockets += [client, server]
+            for source, sink in ((client, server), (server, client)):
+                pump = threading.Thread(target=self._pump, args=(source, sink))
+                self._threads.append(pump)
+                pump.start()
 
     @staticmethod
     def _pump(source: socket.socket, sink: socket.socket) -> None:
@@ -295,10 +293,12 @@ class _Relay:
         """Refuse new connections and reset the open ones."""
         self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
         self._listener.close()
-        with self._lock:
-            for sock in self._sockets:
-                with suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+        # A connection accepted just before the shutdown still gets its pumps:
+        # wait for the acceptor so that every socket is known before the reset.
+        self._threads[0].join()
+        for sock in self._sockets:
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         for thread in self._threads:
             thread.join()
         for sock in self._sockets:
