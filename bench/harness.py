@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy.engine import Engine
+
 from storage.audit import AuditLog
 from storage.db import create_db_engine, migrate
 from storage.embedded_s3 import EmbeddedS3
@@ -28,6 +30,9 @@ class Bench:
     s3: EmbeddedS3
     store: ObjectStore
     vault: Vault
+    engine: Engine
+    keyring: Keyring
+    audit: AuditLog
 
 
 @contextmanager
@@ -47,18 +52,19 @@ def bench_setup(workdir: Path, *, bucket: str = "bench") -> Iterator[Bench]:
         engine = create_db_engine(f"sqlite:///{workdir / 'callrec.db'}")
         migrate(engine)
         keyring = Keyring(secrets.token_bytes(32))
+        audit = AuditLog(keyring.derive("audit-anchor"))
         vault = Vault(
             engine=engine,
             store=store,
             keyring=keyring,
-            audit=AuditLog(keyring.derive("audit-anchor")),
+            audit=audit,
             spool_dir=workdir / "spool",
             # The shipped defaults (not the environment): the benchmark measures those.
             part_size=_DEFAULTS["s3_part_size"].default,
             concurrency=_DEFAULTS["s3_concurrency"].default,
         )
         try:
-            yield Bench(s3, store, vault)
+            yield Bench(s3, store, vault, engine, keyring, audit)
         finally:
             engine.dispose()
 

@@ -49,9 +49,7 @@ def create_app(
         admin_key=admin_key,
         sip_uri_host=f"{settings.sip_host}:{settings.sip_port}",
     )
-    purger = Purger(
-        engine=backend.engine, store=backend.store, keyring=backend.keyring, audit=backend.audit
-    )
+    purger = Purger.for_backend(backend)
 
     def purge_existing(
         session: Session, revocation: ConsentEvent, actor: str, now: datetime

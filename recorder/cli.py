@@ -96,9 +96,7 @@ def purge(
     backend = StorageBackend(cli_settings())
     backend.start(now=started)
     try:
-        purger = Purger(
-            engine=backend.engine, store=backend.store, keyring=backend.keyring, audit=backend.audit
-        )
+        purger = Purger.for_backend(backend)
         with Progress(console=err, transient=True) as progress:
             task = progress.add_task("purging", total=None)
             report = purger.sweep(

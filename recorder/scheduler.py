@@ -24,9 +24,7 @@ def _now() -> datetime:
 def start_jobs(backend: StorageBackend) -> BackgroundScheduler:
     """Start the jobs at the intervals the settings give; the caller shuts them down."""
     settings = backend.settings
-    purger = Purger(
-        engine=backend.engine, store=backend.store, keyring=backend.keyring, audit=backend.audit
-    )
+    purger = Purger.for_backend(backend)
 
     def purge() -> None:
         now = _now()

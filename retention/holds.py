@@ -105,6 +105,25 @@ def holds_covering(session: Session, recording: Recording) -> list[str]:
     return sorted(session.exec(query))
 
 
+def held_among(session: Session, recordings: Iterable[Recording]) -> set[str]:
+    """Ids of those ``recordings`` that an active case holds, in one query.
+
+    Active cases are few, so their targets are read once and matched here.
+    """
+    targets = set(
+        session.exec(
+            select(LegalHoldTarget.kind, LegalHoldTarget.target)
+            .join(LegalHold, LegalHold.id == LegalHoldTarget.hold_id)  # type: ignore[arg-type]
+            .where(LegalHold.released_at.is_(None))  # type: ignore[union-attr]
+        )
+    )
+    return {
+        r.id
+        for r in recordings
+        if targets & {("recording", r.id), ("call", r.call_id), ("client", r.client_id)}
+    }
+
+
 def _covered(session: Session, request: HoldRequest) -> list[Recording]:
     conditions = []
     if request.recording_ids:

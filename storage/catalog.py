@@ -7,12 +7,12 @@ functions here change rows only and never commit — the caller owns the transac
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
 
 import sqlalchemy as sa
-from sqlmodel import Field, Session, SQLModel, select
+from sqlmodel import Field, Session, SQLModel, col, select
 
 from storage.errors import InvalidTransition
 from storage.types import UTCDateTime
@@ -122,10 +122,20 @@ def get_recording(
 
 def purposes_of(session: Session, recording_id: str) -> dict[str, datetime]:
     """Live purposes of a recording, name → expiry."""
+    return purposes_of_each(session, [recording_id])[recording_id]
+
+
+def purposes_of_each(
+    session: Session, recording_ids: Collection[str]
+) -> dict[str, dict[str, datetime]]:
+    """Live purposes of each recording, id → name → expiry, in one query."""
+    found: dict[str, dict[str, datetime]] = {rid: {} for rid in recording_ids}
     rows = session.exec(
-        select(RecordingPurpose).where(RecordingPurpose.recording_id == recording_id)
+        select(RecordingPurpose).where(col(RecordingPurpose.recording_id).in_(recording_ids))
     )
-    return {row.purpose: row.expires_at for row in rows}
+    for row in rows:
+        found[row.recording_id][row.purpose] = row.expires_at
+    return found
 
 
 def transition(recording: Recording, to: RecordingState, *, now: datetime) -> None:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Collection
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlmodel import Field, Session, SQLModel
+from sqlmodel import Field, Session, SQLModel, col, select
 
 from storage import crypto
 from storage.errors import ConfigError, KeyDestroyed
@@ -102,13 +103,22 @@ class Keyring:
 
     def destroy_recording_key(self, session: Session, *, recording_id: str, now: datetime) -> bool:
         """Overwrite a recording's wrapped key; True if it was still there."""
-        row = session.get(RecordingKey, recording_id)
-        if row is None or row.wrapped is None:
-            return False
-        row.wrapped, row.destroyed_at = None, now
-        session.add(row)
-        session.flush()
-        return True
+        return bool(self.destroy_recording_keys(session, [recording_id], now=now))
+
+    def destroy_recording_keys(
+        self, session: Session, recording_ids: Collection[str], *, now: datetime
+    ) -> set[str]:
+        """Overwrite these recordings' wrapped keys; return the ids whose key was live."""
+        live_keys = (
+            col(RecordingKey.recording_id).in_(recording_ids),
+            col(RecordingKey.wrapped).is_not(None),
+        )
+        live = set(session.exec(select(RecordingKey.recording_id).where(*live_keys)))
+        if live:
+            session.execute(
+                sa.update(RecordingKey).where(*live_keys).values(wrapped=None, destroyed_at=now)
+            )
+        return live
 
     def destroy_client_key(self, session: Session, *, client_id: str, now: datetime) -> bool:
         """Overwrite a client's wrapped key: every recording of that client is unreadable."""

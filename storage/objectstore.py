@@ -7,7 +7,8 @@ so callers never see a boto type.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 _DELETE_BATCH = 1000  # DeleteObjects limit
+_LIST_PAGE = 1000  # ListObjectVersions limit
+_PURGE_ROUNDS = 3
 _ACCESS_CODES = {"AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "403"}
 _MISSING_CODES = {"NoSuchKey", "NoSuchVersion", "NoSuchBucket", "NotFound", "404"}
 
@@ -78,7 +81,8 @@ class VersionRef:
 class DeleteReport:
     """Outcome of deleting every version of a key.
 
-    ``versions_removed`` counts delete markers too; ``gone`` is the read-back check.
+    ``versions_removed`` counts delete markers too, and a known version that an
+    interrupted earlier purge had already removed; ``gone`` is the read-back check.
     """
 
     versions_removed: int
@@ -366,17 +370,46 @@ class ObjectStore:
 
     def list_versions(self, key: str) -> list[VersionRef]:
         """Every version and delete marker of exactly ``key``."""
-        refs: list[VersionRef] = []
-        pages = self._s3.get_paginator("list_object_versions").paginate(
-            Bucket=self.bucket, Prefix=key
-        )
-        with _translate("list_object_versions", key):
-            for page in pages:
+        return self.versions_of([key])[key]
+
+    def versions_of(self, keys: Collection[str]) -> dict[str, list[VersionRef]]:
+        """Every version and delete marker of each of ``keys``.
+
+        Keys are grouped by folder and each folder is listed once, from the first key
+        to the last: recordings purged together were mostly stored together, so a
+        batch costs about a page per thousand versions instead of a request per key.
+        """
+        found: dict[str, list[VersionRef]] = {key: [] for key in keys}
+        folders: dict[str, list[str]] = defaultdict(list)
+        for key in found:
+            folders[key[: key.rfind("/") + 1]].append(key)
+        for folder, group in folders.items():
+            self._list_range(folder, sorted(group), found)
+        return found
+
+    def _list_range(self, folder: str, keys: list[str], found: dict[str, list[VersionRef]]) -> None:
+        first, last = keys[0], keys[-1]
+        # KeyMarker lists what sorts after it: a proper prefix of the first key does.
+        params: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Prefix": folder,
+            "KeyMarker": first[:-1],
+            "MaxKeys": min(_LIST_PAGE, 2 * len(keys) + 2),
+        }
+        with _translate("list_object_versions", first):
+            while True:
+                page = self._s3.list_object_versions(**params)
+                beyond = False
                 for kind, marker in (("Versions", False), ("DeleteMarkers", True)):
                     for item in page.get(kind, []):  # type: ignore[attr-defined]
-                        if item["Key"] == key:  # Prefix also matches longer keys
-                            refs.append(VersionRef(key, item["VersionId"], marker))
-        return refs
+                        key = item["Key"]
+                        beyond |= key > last
+                        if key in found:
+                            found[key].append(VersionRef(key, item["VersionId"], marker))
+                if beyond or not page.get("IsTruncated"):
+                    return
+                params["KeyMarker"] = page["NextKeyMarker"]
+                params["VersionIdMarker"] = page.get("NextVersionIdMarker", "")
 
     def delete(self, key: str) -> str | None:
         """Hide the current version behind a delete marker; older versions stay.
@@ -412,15 +445,29 @@ class ObjectStore:
 
     def delete_all_versions(self, key: str) -> DeleteReport:
         """Delete every version and delete marker of ``key``, then check none is left."""
-        refs = self.list_versions(key)
-        failed = self.delete_versions(refs)
-        left = self.list_versions(key)
-        try:
-            self.head(key)
-            current = True
-        except ObjectNotFound:
-            current = False
-        return DeleteReport(versions_removed=len(refs) - len(failed), gone=not left and not current)
+        return self.purge({key: ()})[key]
+
+    def purge(self, known: Mapping[str, Collection[str]]) -> dict[str, DeleteReport]:
+        """Delete every version and delete marker of each key, and read the keys back.
+
+        ``known`` maps each key to the version ids the caller already knows (the
+        catalog's): those go in the first DeleteObjects with no listing before it.
+        Whatever a read-back still lists is deleted next, for a few rounds at most.
+        """
+        removed: Counter[str] = Counter()
+        refs = [VersionRef(key, v, False) for key, versions in known.items() for v in versions]
+        left: dict[str, list[VersionRef]] = {}
+        for _ in range(_PURGE_ROUNDS):
+            if refs:
+                failed = set(self.delete_versions(refs))
+                removed.update(r.key for r in refs if r not in failed)
+            left = {key: refs for key, refs in self.versions_of(known).items() if refs}
+            refs = [ref for key_refs in left.values() for ref in key_refs]
+            if not refs:
+                break
+        return {
+            key: DeleteReport(versions_removed=removed[key], gone=key not in left) for key in known
+        }
 
     def presign_get(self, key: str, *, expires_s: int = 300) -> str:
         """A URL that lets its bearer GET the current version for ``expires_s`` seconds."""

@@ -226,3 +226,71 @@ def test_two_purgers_at_once_delete_each_recording_exactly_once(
     assert purged_keys == sorted(r.object_key for r in recordings)
     with Session(engine) as session:
         assert audit.verify(session).ok
+
+
+class _Crash(Exception):
+    """The process dies here: what it did so far outside the database stays done."""
+
+
+# Every step of a sweep with a side effect, in the order the sweep takes them.
+_STEPS = [
+    (ObjectStore, "put_tags"),  # an expired purpose's tag goes
+    (Purger, "remove_purposes"),  # ... then its catalog row
+    (ObjectStore, "delete_versions"),  # every version of a purged object
+    (ObjectStore, "versions_of"),  # the read-back check
+    (Keyring, "destroy_recording_keys"),
+    (catalog, "transition"),  # the row marked purged
+    (AuditLog, "append"),  # the event or certificate
+]
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["before", "after"])
+@pytest.mark.parametrize(("owner", "step"), _STEPS, ids=[step for _, step in _STEPS])
+def test_a_crash_at_any_step_is_finished_by_the_next_sweep(
+    owner: object,
+    step: str,
+    after: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    purger: Purger,
+    store_recording: Callable[..., Recording],
+    object_store: ObjectStore,
+    keyring: Keyring,
+    audit: AuditLog,
+    engine: Engine,
+    now: datetime,
+) -> None:
+    gone = store_recording(research=10)
+    thinned = store_recording(research=10, improvement=30)
+    real = getattr(owner, step)
+    crashed = []
+
+    def crash_once(*args: object, **kwargs: object) -> object:
+        if crashed:
+            return real(*args, **kwargs)
+        crashed.append(step)
+        if after:
+            real(*args, **kwargs)
+        raise _Crash(f"{'after' if after else 'before'} {step}")
+
+    monkeypatch.setattr(owner, step, crash_once)
+    first = purger.sweep(as_of=now + 11 * DAY, now=now)
+    assert crashed and sorted(first.failed) == sorted([gone.id, thinned.id])
+    assert _reload(engine, gone.id).state == RecordingState.STORED  # rolled back
+
+    again = purger.sweep(as_of=now + 11 * DAY, now=now)
+    assert (again.purged, again.purposes_expired, again.failed) == (1, 2, [])
+    assert _reload(engine, gone.id).state == RecordingState.PURGED
+    assert object_store.list_versions(gone.object_key) == []
+    with Session(engine) as session, pytest.raises(KeyDestroyed):
+        keyring.recording_key(session, recording_id=gone.id)
+    assert object_store.get_tags(thinned.object_key) == {
+        "client": "acme",
+        "purpose:improvement": f"{now + 30 * DAY:%Y-%m-%d}",
+    }
+    with Session(engine) as session:
+        assert set(catalog.purposes_of(session, thinned.id)) == {"improvement"}
+        assert audit.verify(session).ok
+    # One proof of each, however many attempts it took.
+    assert [c["object_key"] for c in _events(engine, "recording.purged")] == [gone.object_key]
+    assert len(_events(engine, "recording.purposes_expired")) == 1
+    assert purger.sweep(as_of=now + 11 * DAY, now=now).purged == 0

@@ -145,6 +145,54 @@ def test_versions_are_listed_for_the_exact_key(object_store: ObjectStore) -> Non
     assert read_all(object_store, "k", first.version_id) == b"one"
 
 
+def test_versions_of_lists_ranges_and_skips_the_neighbours(object_store: ObjectStore) -> None:
+    # Two folders; in the first, keys of the batch sit among keys that are not, and
+    # there are more versions than one listing page of the batch's size holds.
+    batch = [f"a/2026/01/01/rec_{i:03d}.ogg" for i in range(0, 40, 3)]
+    for i in range(40):
+        object_store.put_bytes(f"a/2026/01/01/rec_{i:03d}.ogg", b"v1", tags={})
+    object_store.put_bytes("a/2026/01/01/rec_009.ogg", b"v2", tags={})
+    marker = object_store.delete("a/2026/01/01/rec_012.ogg")
+    object_store.put_bytes("b/2026/01/02/rec_000.ogg", b"v1", tags={})
+    object_store.put_bytes("b/2026/01/02/rec_000.ogg.keep", b"neighbour", tags={})
+    batch += ["b/2026/01/02/rec_000.ogg", "b/2026/01/02/rec_missing.ogg"]
+
+    found = object_store.versions_of(batch)
+
+    assert set(found) == set(batch)
+    assert {key: len(refs) for key, refs in found.items() if len(refs) != 1} == {
+        "a/2026/01/01/rec_009.ogg": 2,
+        "a/2026/01/01/rec_012.ogg": 2,
+        "b/2026/01/02/rec_missing.ogg": 0,
+    }
+    assert [r.version_id for r in found["a/2026/01/01/rec_012.ogg"] if r.is_delete_marker] == [
+        marker
+    ]
+    for key, refs in found.items():
+        assert refs == object_store.list_versions(key)
+
+
+def test_purge_deletes_known_and_unknown_versions(object_store: ObjectStore) -> None:
+    stored = {
+        f"c/2026/02/0{i}/rec.ogg": object_store.put_bytes(f"c/2026/02/0{i}/rec.ogg", b"a", tags={})
+        for i in range(1, 4)
+    }
+    # Versions the caller does not know of: an older upload and a delete marker.
+    object_store.put_bytes("c/2026/02/01/rec.ogg", b"b", tags={})
+    object_store.delete("c/2026/02/02/rec.ogg")
+    object_store.put_bytes("c/2026/02/01/rec.ogg.keep", b"neighbour", tags={})
+
+    reports = object_store.purge({key: [put.version_id or ""] for key, put in stored.items()})
+
+    assert {key: (r.versions_removed, r.gone) for key, r in reports.items()} == {
+        "c/2026/02/01/rec.ogg": (2, True),
+        "c/2026/02/02/rec.ogg": (2, True),
+        "c/2026/02/03/rec.ogg": (1, True),
+    }
+    assert all(object_store.list_versions(key) == [] for key in stored)
+    assert read_all(object_store, "c/2026/02/01/rec.ogg.keep") == b"neighbour"
+
+
 def test_delete_all_versions_leaves_nothing(object_store: ObjectStore) -> None:
     old = object_store.put_bytes("r.ogg", b"v1", tags={"client": "acme"})
     object_store.put_bytes("r.ogg", b"v2", tags={"client": "acme"})
