@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench import call_hook, consent_decide, report, store_rss, store_upload
+from bench import call_hook, consent_decide, purge, report, store_rss, store_upload
 
 if __name__ == "__main__":
     print("== storage: encrypted streaming store vs raw put_object ==")
@@ -13,5 +13,7 @@ if __name__ == "__main__":
     consent_decide.run()
     print("== consent: call hook over HTTP vs bare endpoint ==")
     call_hook.run()
+    print("== retention: purge of 20,000 recordings vs raw DeleteObjects ==")
+    purge.run()
     print("== retention: report over 1,000,000 recordings on PostgreSQL ==")
     report.run()

@@ -25,6 +25,7 @@ from consent.errors import (
     UnsupportedMedia,
 )
 from recorder import audio
+from retention.holds import held_from_the_start
 from storage import catalog
 from storage.catalog import Recording, RecordingState
 from storage.vault import RecordingDraft, Vault
@@ -154,6 +155,8 @@ def _store_upload(
             raise UnsupportedMedia(str(exc)) from exc
         raise InvalidRequest(str(exc), code="invalid_audio") from exc
     now = context.clock()
+    with context.read() as session:
+        held = held_from_the_start(session, client_id=call.client_id, call_id=call.call_id)
     draft = RecordingDraft(
         client_id=call.client_id,
         call_id=call.call_id,
@@ -164,6 +167,7 @@ def _store_upload(
         channels=info.channels,
         purposes=call.purpose_expiries(),
         started_at=now,
+        legal_hold=held,
     )
     encoding = audio.to_ogg_opus(path, info)
     writer = vault.begin(draft, now=now)

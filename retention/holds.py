@@ -110,18 +110,31 @@ def held_among(session: Session, recordings: Iterable[Recording]) -> set[str]:
 
     Active cases are few, so their targets are read once and matched here.
     """
-    targets = set(
+    targets = _active_targets(session)
+    return {
+        r.id
+        for r in recordings
+        if targets & {("recording", r.id), ("call", r.call_id), ("client", r.client_id)}
+    }
+
+
+def held_from_the_start(session: Session, *, client_id: str, call_id: str) -> bool:
+    """Whether a recording of this call, not stored yet, is held the moment it is.
+
+    A case on the client covers recordings made later, and a case on a call covers
+    that call's recording whenever it arrives.
+    """
+    return bool(_active_targets(session) & {("client", client_id), ("call", call_id)})
+
+
+def _active_targets(session: Session) -> set[tuple[str, str]]:
+    return set(
         session.exec(
             select(LegalHoldTarget.kind, LegalHoldTarget.target)
             .join(LegalHold, LegalHold.id == LegalHoldTarget.hold_id)  # type: ignore[arg-type]
             .where(LegalHold.released_at.is_(None))  # type: ignore[union-attr]
         )
     )
-    return {
-        r.id
-        for r in recordings
-        if targets & {("recording", r.id), ("call", r.call_id), ("client", r.client_id)}
-    }
 
 
 def _covered(session: Session, request: HoldRequest) -> list[Recording]:

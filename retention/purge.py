@@ -24,7 +24,7 @@ from sqlmodel import Session, col, select
 from retention.holds import held_among
 from retention.plan import RetentionAction, RetentionState, plan
 from storage import catalog
-from storage.audit import AuditLog
+from storage.audit import AuditEntry, AuditLog
 from storage.backend import StorageBackend
 from storage.catalog import Recording, RecordingPurpose, RecordingState
 from storage.db import session_scope
@@ -266,33 +266,32 @@ class Purger:
         session.execute(
             sa.delete(RecordingPurpose).where(col(RecordingPurpose.recording_id).in_(ids))
         )
+        catalog.mark_purged(session, ids, now=now)
+        certificates = []
         for order in gone:
-            recording = order.recording
-            catalog.transition(recording, RecordingState.PURGED, now=now)
-            recording.purged_at = now
-            session.add(recording)
-            last_expiry = order.last_expiry
-            self.audit.append(
-                session,
-                kind="recording.purged",
-                actor=actor,
-                now=now,
-                client_id=recording.client_id,
-                subject=recording.id,
-                data={
-                    "certificate": "deletion",
-                    "object_key": recording.object_key,
-                    "sha256": recording.sha256,
-                    "size": recording.size,
-                    "rule": order.rule,
-                    "purposes": {p: f"{e:%Y-%m-%d}" for p, e in sorted(order.purposes.items())},
-                    "last_expiry": last_expiry.isoformat() if last_expiry else None,
-                    "versions_removed": deletions[recording.object_key].versions_removed,
-                    "key_destroyed": True,
-                    "key_was_live": recording.id in key_was_live,
-                    "check": "object absent (no version, no delete marker)",
-                },
+            recording, last_expiry = order.recording, order.last_expiry
+            certificates.append(
+                AuditEntry(
+                    "recording.purged",
+                    actor,
+                    client_id=recording.client_id,
+                    subject=recording.id,
+                    data={
+                        "certificate": "deletion",
+                        "object_key": recording.object_key,
+                        "sha256": recording.sha256,
+                        "size": recording.size,
+                        "rule": order.rule,
+                        "purposes": {p: f"{e:%Y-%m-%d}" for p, e in sorted(order.purposes.items())},
+                        "last_expiry": last_expiry.isoformat() if last_expiry else None,
+                        "versions_removed": deletions[recording.object_key].versions_removed,
+                        "key_destroyed": True,
+                        "key_was_live": recording.id in key_was_live,
+                        "check": "object absent (no version, no delete marker)",
+                    },
+                )
             )
+        self.audit.append_many(session, certificates, now=now)
         return [o.recording.id for o in orders if o.recording.id not in ids]
 
 

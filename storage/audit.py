@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -77,6 +77,16 @@ class ChainReport:
     events: int
     first_bad: int | None = None
     problem: str | None = None
+
+
+class AuditEntry(NamedTuple):
+    """An event to append; the log adds its sequence number, time and hashes."""
+
+    kind: str
+    actor: str
+    client_id: str | None = None
+    subject: str | None = None
+    data: Mapping[str, Any] | None = None
 
 
 class Appended(NamedTuple):
@@ -143,12 +153,22 @@ class AuditLog:
         subject: str | None = None,
         data: Mapping[str, Any] | None = None,
     ) -> Appended:
-        """Append one event in the caller's transaction (the caller commits).
+        """Append one event in the caller's transaction (the caller commits)."""
+        entry = AuditEntry(kind, actor, client_id=client_id, subject=subject, data=data)
+        return self.append_many(session, [entry], now=now)[-1]
+
+    def append_many(
+        self, session: Session | sa.Connection, entries: Sequence[AuditEntry], *, now: datetime
+    ) -> list[Appended]:
+        """Append events in order, in the caller's transaction (the caller commits).
 
         ``session`` may be a bare connection (the call hook's). Core statements rather
         than ORM objects either way: every call decision appends one event, and the ORM
-        costs several times what the statements do.
+        costs several times what the statements do. The head is read and the anchor
+        moved once however many events go in.
         """
+        if not entries:
+            return []
         if isinstance(session, Session):
             # The caller's pending objects go first, as they always did: callers may
             # count on append() having flushed them.
@@ -157,28 +177,34 @@ class AuditLog:
         if connection.dialect.name == "postgresql":
             connection.execute(_LOCK, {"id": _POSTGRES_LOCK_ID})
         head = connection.execute(_HEAD).first()
-        # A plain dict, not an AuditEvent: building a SQLModel object costs more than
-        # the insert itself.
-        event: dict[str, Any] = {
-            "seq": head.seq + 1 if head else 1,
-            "at": now,
-            "kind": kind,
-            "actor": actor,
-            "client_id": client_id,
-            "subject": subject,
-            "data": json.dumps(
-                dict(data or {}), sort_keys=True, separators=(",", ":"), default=str
-            ),
-            "prev_hash": head.hash if head else GENESIS_HASH,
-        }
-        event["hash"] = _hash(event["prev_hash"], _canonical(event))
-        connection.execute(_INSERT_EVENT, event)
-        seq, hash_ = event["seq"], event["hash"]
+        seq, hash_ = (head.seq, head.hash) if head else (0, GENESIS_HASH)
+        # Plain dicts, not AuditEvents: building a SQLModel object costs more than the
+        # insert itself.
+        events: list[dict[str, Any]] = []
+        appended = []
+        for entry in entries:
+            seq += 1
+            event: dict[str, Any] = {
+                "seq": seq,
+                "at": now,
+                "kind": entry.kind,
+                "actor": entry.actor,
+                "client_id": entry.client_id,
+                "subject": entry.subject,
+                "data": json.dumps(
+                    dict(entry.data or {}), sort_keys=True, separators=(",", ":"), default=str
+                ),
+                "prev_hash": hash_,
+            }
+            hash_ = event["hash"] = _hash(hash_, _canonical(event))
+            events.append(event)
+            appended.append(Appended(seq, hash_))
+        connection.execute(_INSERT_EVENT, events)
         anchor = {"seq": seq, "hash": hash_, "mac": self._mac(seq, hash_)}
         if connection.execute(_UPDATE_ANCHOR, anchor).rowcount == 0:
             # The very first event (or an anchor someone removed: put back).
             connection.execute(_INSERT_ANCHOR, {"id": 1, **anchor})
-        return Appended(seq, hash_)
+        return appended
 
     def verify(self, session: Session) -> ChainReport:
         """Walk the whole chain; report the first edited, inserted or removed event."""

@@ -138,6 +138,16 @@ def purposes_of_each(
     return found
 
 
+def mark_purged(session: Session, recording_ids: Collection[str], *, now: datetime) -> None:
+    """Move these recordings to ``purged`` in one statement; only live ones can be."""
+    allowed = [s for s, after in _NEXT_STATES.items() if RecordingState.PURGED in after]
+    session.execute(
+        sa.update(Recording)
+        .where(col(Recording.id).in_(recording_ids), col(Recording.state).in_(allowed))
+        .values(state=RecordingState.PURGED, purged_at=now, updated_at=now)
+    )
+
+
 def transition(recording: Recording, to: RecordingState, *, now: datetime) -> None:
     """Move ``recording`` to state ``to`` or raise InvalidTransition."""
     current = RecordingState(recording.state)

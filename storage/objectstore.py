@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 _DELETE_BATCH = 1000  # DeleteObjects limit
+_DELETE_REQUESTS = 8  # DeleteObjects requests in flight at once
 _LIST_PAGE = 1000  # ListObjectVersions limit
 _PURGE_ROUNDS = 3
 _ACCESS_CODES = {"AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId", "403"}
@@ -420,28 +422,43 @@ class ObjectStore:
             return self._s3.delete_object(Bucket=self.bucket, Key=key).get("VersionId")
 
     def delete_versions(self, refs: Sequence[VersionRef]) -> list[VersionRef]:
-        """Delete these versions in batches; return the ones that could not be deleted."""
-        failed: list[VersionRef] = []
-        codes: set[str] = set()
-        for start in range(0, len(refs), _DELETE_BATCH):
-            batch = refs[start : start + _DELETE_BATCH]
-            objects: list[ObjectIdentifierTypeDef] = [
-                {"Key": r.key, "VersionId": r.version_id} for r in batch
-            ]
-            with _translate("delete_objects", batch[0].key):
-                resp = self._s3.delete_objects(
-                    Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True}
-                )
-            refused: set[tuple[str, str | None]] = set()
-            for err in resp.get("Errors", []):
-                codes.add(err.get("Code", "?"))
-                refused.add((err.get("Key", ""), err.get("VersionId")))
-                log.warning("could not delete a version of %s: %s", err.get("Key"), err.get("Code"))
-            # An error that names no version counts against every version of its key.
-            failed += [r for r in batch if {(r.key, r.version_id), (r.key, None)} & refused]
+        """Delete these versions; return the ones that could not be deleted.
+
+        The refs are spread over up to ``_DELETE_REQUESTS`` DeleteObjects requests sent
+        at once: SeaweedFS deletes several smaller batches in parallel about twice as
+        fast as one large batch.
+        """
+        size = min(_DELETE_BATCH, -(-len(refs) // _DELETE_REQUESTS)) or 1
+        batches = [refs[start : start + size] for start in range(0, len(refs), size)]
+        if len(batches) > 1:
+            with ThreadPoolExecutor(min(len(batches), _DELETE_REQUESTS)) as pool:
+                answers = list(pool.map(self._delete_batch, batches))
+        else:
+            answers = [self._delete_batch(batch) for batch in batches]
+        failed = [ref for batch_failed, _ in answers for ref in batch_failed]
+        codes = {code for _, batch_codes in answers for code in batch_codes}
         if refs and len(failed) == len(refs) and codes <= _ACCESS_CODES:
             raise StoreAccessDenied(f"delete_objects: every deletion refused ({sorted(codes)})")
         return failed
+
+    def _delete_batch(self, batch: Sequence[VersionRef]) -> tuple[list[VersionRef], set[str]]:
+        """One DeleteObjects request: the refs it refused and the error codes."""
+        objects: list[ObjectIdentifierTypeDef] = [
+            {"Key": r.key, "VersionId": r.version_id} for r in batch
+        ]
+        with _translate("delete_objects", batch[0].key):
+            resp = self._s3.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True}
+            )
+        codes: set[str] = set()
+        refused: set[tuple[str, str | None]] = set()
+        for err in resp.get("Errors", []):
+            codes.add(err.get("Code", "?"))
+            refused.add((err.get("Key", ""), err.get("VersionId")))
+            log.warning("could not delete a version of %s: %s", err.get("Key"), err.get("Code"))
+        # An error that names no version counts against every version of its key.
+        failed = [r for r in batch if {(r.key, r.version_id), (r.key, None)} & refused]
+        return failed, codes
 
     def delete_all_versions(self, key: str) -> DeleteReport:
         """Delete every version and delete marker of ``key``, then check none is left."""

@@ -56,6 +56,7 @@ class RecordingDraft:
     decision_id: str | None = None
     purposes: Mapping[str, datetime] = field(default_factory=dict)
     started_at: datetime | None = None
+    legal_hold: bool = False  # a case already holds the client or the call
 
 
 class Vault:
@@ -108,6 +109,7 @@ class Vault:
                 channels=draft.channels,
                 started_at=draft.started_at or now,
                 object_key=key_name,
+                legal_hold=draft.legal_hold,
                 created_at=now,
                 updated_at=now,
             )
@@ -120,7 +122,7 @@ class Vault:
             self._store,
             key_name,
             path=path,
-            tags=catalog.object_tags(draft.client_id, draft.purposes),
+            tags=catalog.object_tags(draft.client_id, draft.purposes, legal_hold=draft.legal_hold),
             part_size=self._part_size,
             concurrency=self._concurrency,
             buffers=self._buffers,
@@ -220,7 +222,7 @@ class Vault:
         with session_scope(self._engine) as session:
             recording = _require(session, recording_id)
             purposes = catalog.purposes_of(session, recording_id)
-        tags = catalog.object_tags(recording.client_id, purposes)
+        tags = catalog.object_tags(recording.client_id, purposes, legal_hold=recording.legal_hold)
         try:
             result = self._send(recording.object_key, path, tags=tags, streamed=streamed)
         except BaseException as exc:

@@ -76,6 +76,26 @@ def test_holds_block_the_purge_until_every_case_is_released(
     assert backend.store.list_versions(key) == []
 
 
+def test_a_case_on_the_client_holds_recordings_made_later(
+    client: TestClient, backend: StorageBackend, clock: Clock, tmp_path: Path
+) -> None:
+    tenant = make_tenant(client)
+    compliance = _compliance(client)
+    case = client.post(
+        "/v1/legal-holds", json={"reason": "class action", "client_id": "acme"}, headers=compliance
+    )
+    assert case.status_code == 201, case.text
+    later = _recording(client, tenant.integrator, tmp_path, "call-later")
+    key = f"acme/2026/11/28/{later['id']}.ogg"
+    assert later["legal_hold"] is True
+    assert backend.store.get_tags(key)["legal-hold"] == "true"  # tagged from the first byte
+    assert _sweep(backend, clock, 400).held == 1
+
+    client.delete(f"/v1/legal-holds/{case.json()['id']}", headers=compliance)
+    assert "legal-hold" not in backend.store.get_tags(key)
+    assert _sweep(backend, clock, 401).purged == 1
+
+
 def test_hold_on_unknown_ids_is_refused(client: TestClient) -> None:
     make_tenant(client)
     compliance = _compliance(client)

@@ -239,7 +239,7 @@ _STEPS = [
     (ObjectStore, "delete_versions"),  # every version of a purged object
     (ObjectStore, "versions_of"),  # the read-back check
     (Keyring, "destroy_recording_keys"),
-    (catalog, "transition"),  # the row marked purged
+    (catalog, "mark_purged"),
     (AuditLog, "append"),  # the event or certificate
 ]
 
