@@ -227,12 +227,7 @@ class Purger:
         """Drop purposes from a recording: tags first (to ``retag``), then the catalog."""
         tags = catalog.object_tags(recording.client_id, retag, legal_hold=held)
         self.store.put_tags(recording.object_key, tags)
-        session.execute(
-            sa.delete(RecordingPurpose).where(
-                col(RecordingPurpose.recording_id) == recording.id,
-                col(RecordingPurpose.purpose).in_(removed),
-            )
-        )
+        catalog.remove_purposes(session, [recording.id], removed)
 
     def purge_recording(
         self, session: Session, recording: Recording, *, rule: str, actor: str, now: datetime
@@ -263,9 +258,7 @@ class Purger:
         gone = [o for o in orders if deletions[o.recording.object_key].gone]
         ids = {o.recording.id for o in gone}
         key_was_live = self._keyring.destroy_recording_keys(session, ids, now=now)
-        session.execute(
-            sa.delete(RecordingPurpose).where(col(RecordingPurpose.recording_id).in_(ids))
-        )
+        catalog.remove_purposes(session, ids)
         catalog.mark_purged(session, ids, now=now)
         certificates = []
         for order in gone:

@@ -137,14 +137,22 @@ def _analytic(scope: _Scope) -> Iterator[None]:
 
     The age and week buckets are CASE expressions: the planner cannot estimate how
     few groups they make and, expecting one per row, picks a sort spilling to disk
-    over a hash of a few thousand groups; more work memory lets it hash. JIT
+    over a hash of a few thousand groups; more work memory lets it hash. For the same
+    reason it sees no gain in aggregating in parallel workers and passing on a few
+    thousand groups, so it runs the joins on one core; free parallelism lets it use
+    them all (measured: 1.43 s → 0.89 s for the first pass on 2 cores). JIT
     compilation costs more than it saves on statements run once.
     """
     if scope.dialect != "postgresql":
         yield
         return
     connection = scope.session.connection()
-    names = {"work_mem": "256MB", "jit": "off"}
+    names = {
+        "work_mem": "256MB",
+        "jit": "off",
+        "parallel_tuple_cost": "0",
+        "parallel_setup_cost": "0",
+    }
     saved = {n: connection.execute(sa.text(f"SHOW {n}")).scalar_one() for n in names}
     change = sa.text("SELECT set_config(:name, :value, true)")  # this transaction only
     for name, value in names.items():
@@ -359,23 +367,13 @@ def _sorted_inventory(rows: list[InventoryRow]) -> list[InventoryRow]:
 
 
 def _forecast(scope: _Scope, expiring: dict[tuple[int, str], int]) -> list[ForecastWeek]:
-    """Pass 3, purposes due in the window: the week each recording's last purpose expires."""
+    """Pass 3, through the index on ``last_expiry``: the week each recording is purged."""
     now, ends = scope.now, _week_ends(scope.now)
-    expiry = _P.c.expires_at
-    later = _P.alias("later")
-    # The purpose that expires last (ties broken by name) decides the purge week.
-    is_last = ~sa.exists().where(
-        later.c.recording_id == _P.c.recording_id,
-        sa.or_(
-            later.c.expires_at > expiry,
-            sa.and_(later.c.expires_at == expiry, later.c.purpose > _P.c.purpose),
-        ),
-    )
+    expiry = _R.c.last_expiry
     held = sa.case((_held(), 1), else_=0).label("held")
     query = (
         sa.select(_week(scope, expiry), held, sa.func.count())
-        .select_from(_P.join(_R, _R.c.id == _P.c.recording_id))
-        .where(*scope.live(), expiry > now, expiry <= ends[-1], is_last)
+        .where(*scope.live(), expiry > now, expiry <= ends[-1])
         .group_by("week", "held")
     )
     recordings = {(int(w), int(h)): n for w, h, n in scope.rows(query)}

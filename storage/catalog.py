@@ -61,6 +61,9 @@ class Recording(SQLModel, table=True):
         default=RecordingState.RECORDING, index=True, sa_type=sa.String(20)
     )
     legal_hold: bool = False
+    # When the last purpose expires; None once none is left. Kept in step with the
+    # purpose rows by the functions below, for the report's forecast.
+    last_expiry: datetime | None = Field(default=None, index=True, sa_type=UTCDateTime)
     failure: str | None = Field(default=None, sa_type=sa.Text)
     created_at: datetime = Field(sa_type=UTCDateTime)
     updated_at: datetime = Field(sa_type=UTCDateTime)
@@ -102,12 +105,31 @@ def add_recording(
     session: Session, *, recording: Recording, purposes: Mapping[str, datetime]
 ) -> Recording:
     """Add a new recording row and its purposes (the caller commits)."""
+    recording.last_expiry = max(purposes.values(), default=None)
     session.add(recording)
     session.flush()  # parent row first: the purposes reference it
     for name, expiry in purposes.items():
         session.add(RecordingPurpose(recording_id=recording.id, purpose=name, expires_at=expiry))
     session.flush()
     return recording
+
+
+def remove_purposes(
+    session: Session, recording_ids: Collection[str], names: Collection[str] | None = None
+) -> None:
+    """Drop these purposes (all when ``names`` is None) from each of these recordings."""
+    where = [col(RecordingPurpose.recording_id).in_(recording_ids)]
+    if names is not None:
+        where.append(col(RecordingPurpose.purpose).in_(names))
+    session.execute(sa.delete(RecordingPurpose).where(*where))
+    last = (
+        sa.select(sa.func.max(RecordingPurpose.expires_at))
+        .where(col(RecordingPurpose.recording_id) == Recording.id)
+        .scalar_subquery()
+    )
+    session.execute(
+        sa.update(Recording).where(col(Recording.id).in_(recording_ids)).values(last_expiry=last)
+    )
 
 
 def get_recording(

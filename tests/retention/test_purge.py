@@ -92,16 +92,21 @@ def test_each_purpose_expires_on_its_own(
     engine: Engine,
     now: datetime,
 ) -> None:
-    recording = store_recording(research=10, improvement=30)
+    recording = store_recording(research=40, improvement=30)
+    assert recording.last_expiry == now + 40 * DAY
     assert purger.sweep(as_of=now + 5 * DAY, now=now).purposes_expired == 0
-    report = purger.sweep(as_of=now + 11 * DAY, now=now)
+    report = purger.sweep(as_of=now + 31 * DAY, now=now)
     assert (report.purposes_expired, report.purged) == (1, 0)
     assert object_store.get_tags(recording.object_key) == {
         "client": "acme",
-        "purpose:improvement": f"{now + 30 * DAY:%Y-%m-%d}",
+        "purpose:research": f"{now + 40 * DAY:%Y-%m-%d}",
     }
     with Session(engine) as session:
-        assert set(catalog.purposes_of(session, recording.id)) == {"improvement"}
+        assert set(catalog.purposes_of(session, recording.id)) == {"research"}
+    assert _reload(engine, recording.id).last_expiry == now + 40 * DAY
+    report = purger.sweep(as_of=now + 41 * DAY, now=now)
+    assert (report.purposes_expired, report.purged) == (1, 1)
+    assert _reload(engine, recording.id).last_expiry is None
 
 
 def test_last_purpose_purges_every_version_and_the_key(
