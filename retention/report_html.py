@@ -195,7 +195,8 @@ def _sections(r: RetentionReport) -> list[str]:
                      _rows(p.late, "recording_id client_id purged_at lag_hours"), "No late purge."),
             f"On time: purged at most {p.late_after_hours:g} h after its last purpose expired. "
             f"{days} lag(s) count from the expiry date at 00:00 UTC (day precision, so never "
-            f"under-stated). Purposes withdrawn in the period: {p.purposes_expired_events}."),
+            f"under-stated). Recordings kept after losing an expired purpose: "
+            f"{p.purposes_expired_events}."),
         _section("overdue", f"Overdue recordings ({r.overdue.total})", _table(
             "Recording|Client|Reason", _rows(r.overdue.items, "recording_id client_id reason"),
             "None: nothing is overdue."),

@@ -66,6 +66,8 @@ class LatePurge(_Row):
 
 class Purges(_Row):
     late_after_hours: float
+    # Recordings that lost expired purposes and were kept (other purposes or a hold);
+    # a purge certificate lists the purposes of what it removed.
     purposes_expired_events: int
     by_cause: list[PurgeRow]
     late: list[LatePurge]

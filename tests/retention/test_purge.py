@@ -21,7 +21,7 @@ from storage.catalog import Recording, RecordingState
 from storage.db import session_scope
 from storage.errors import KeyDestroyed
 from storage.keyring import Keyring
-from storage.objectstore import ObjectStore
+from storage.objectstore import ObjectStore, VersionRef
 from storage.vault import RecordingDraft, Vault
 
 MASTER = b"p" * 32
@@ -197,6 +197,40 @@ def test_s3_failure_is_finished_by_the_next_sweep(
     again = purger.sweep(as_of=now + 11 * DAY, now=now)
     assert (again.purged, again.failed) == (1, [])
     assert object_store.list_versions(recording.object_key) == []
+
+
+def test_a_key_s3_refuses_fails_alone_and_the_batch_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+    purger: Purger,
+    store_recording: Callable[..., Recording],
+    object_store: ObjectStore,
+    keyring: Keyring,
+    engine: Engine,
+    now: datetime,
+) -> None:
+    stuck, free = store_recording(research=10), store_recording(research=10)
+    real = ObjectStore._delete_batch
+
+    def refuse_stuck(store: ObjectStore, batch: list[VersionRef]) -> object:
+        # S3 answers the request but keeps one key, as DeleteObjects may.
+        kept = [r for r in batch if r.key == stuck.object_key]
+        rest = [r for r in batch if r not in kept]
+        failed, codes = real(store, rest) if rest else ([], set())
+        return failed + kept, codes | ({"InternalError"} if kept else set())
+
+    monkeypatch.setattr(ObjectStore, "_delete_batch", refuse_stuck)
+    report = purger.sweep(as_of=now + 11 * DAY, now=now)
+    assert (report.purged, report.failed) == (1, [stuck.id])
+    assert _reload(engine, free.id).state == RecordingState.PURGED
+    assert _reload(engine, stuck.id).state == RecordingState.STORED
+    assert len(object_store.list_versions(stuck.object_key)) == 1
+    with Session(engine) as session:
+        assert keyring.recording_key(session, recording_id=stuck.id)  # still readable
+    assert [c["object_key"] for c in _events(engine, "recording.purged")] == [free.object_key]
+
+    monkeypatch.undo()
+    assert purger.sweep(as_of=now + 11 * DAY, now=now).purged == 1
+    assert object_store.list_versions(stuck.object_key) == []
 
 
 def test_a_second_sweep_finds_nothing(
