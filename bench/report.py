@@ -47,16 +47,20 @@ _FILL = [
          'one_party', false, false, 'ended', :now, :now
        FROM generate_series(1, :n) AS i""",
     # Ages spread over a year, to the second; state: 2 % purged, 1 % restricted. The
-    # last expiry is research's (365 d, on every recording), while it lasts: the same
-    # as the purposes below make it, which _LAST_EXPIRY_CHECK verifies.
+    # purpose summary is what the purposes below make it (_SUMMARY_CHECK verifies): the
+    # last expiry is research's (365 d, on every recording) while it lasts.
     """INSERT INTO recordings (id, client_id, call_id, decision_id, channel, codec, container,
          channels, size, object_key, state, legal_hold, created_at, updated_at, purged_at,
-         last_expiry)
+         purpose_names, last_expiry)
        SELECT 'rec_' || lpad(i::text, 8, '0'), 'client-' || (i % 100), 'call-' || i,
          'dec_' || i, 'upload', 'opus', 'ogg', 2, 40000 + (i::bigint * 7919) % 2000000,
          'client-' || (i % 100) || '/rec_' || i || '.ogg',
          CASE WHEN i % 50 = 0 THEN 'purged' WHEN i % 100 = 1 THEN 'restricted' ELSE 'stored' END,
          false, t, t, CASE WHEN i % 50 = 0 THEN :now END,
+         CASE WHEN i % 50 = 0 THEN '' ELSE concat_ws(',',
+           CASE WHEN i % 2 = 0 AND t + interval '180 days' > :now THEN 'improvement' END,
+           CASE WHEN i % 10 % 3 = 0 AND t + interval '90 days' > :now THEN 'optimization' END,
+           CASE WHEN t + interval '365 days' > :now THEN 'research' END) END,
          CASE WHEN i % 50 <> 0 AND t + interval '365 days' > :now
               THEN t + interval '365 days' END
        FROM (SELECT i, :now - (i * 31.536)::int * interval '1 second' AS t
@@ -93,12 +97,13 @@ _FILL = [
 ]
 
 
-# Recordings whose last_expiry is not the latest expiry of their purposes: must be 0.
-_LAST_EXPIRY_CHECK = """
+# Recordings whose purpose summary does not match their purposes: must be 0.
+_SUMMARY_CHECK = """
     SELECT count(*) FROM recordings r
-    LEFT JOIN (SELECT recording_id, max(expires_at) AS last FROM recording_purposes
-               GROUP BY recording_id) AS m ON m.recording_id = r.id
-    WHERE r.last_expiry IS DISTINCT FROM m.last"""
+    LEFT JOIN (SELECT recording_id, max(expires_at) AS last,
+                      string_agg(purpose, ',' ORDER BY purpose) AS names
+               FROM recording_purposes GROUP BY recording_id) AS m ON m.recording_id = r.id
+    WHERE r.last_expiry IS DISTINCT FROM m.last OR r.purpose_names <> coalesce(m.names, '')"""
 
 
 def _median(runs: int, action: Callable[[], object]) -> float:
@@ -126,8 +131,8 @@ def run() -> dict[str, float]:
                 connection.execute(sa.text(statement), params)
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             connection.execute(sa.text("VACUUM ANALYZE"))
-            astray = connection.execute(sa.text(_LAST_EXPIRY_CHECK)).scalar()
-            assert astray == 0, f"{astray} recordings with a wrong last_expiry"
+            astray = connection.execute(sa.text(_SUMMARY_CHECK)).scalar()
+            assert astray == 0, f"{astray} recordings with a wrong purpose summary"
         print(f"filled {RECORDINGS:,} recordings in {time.perf_counter() - started:.0f} s")
 
         def report() -> object:

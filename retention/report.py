@@ -171,9 +171,9 @@ def _build(
     late_after: timedelta,
 ) -> RetentionReport:
     now, client_id = scope.now, scope.client_id
-    # Three passes read the whole live catalog; everything else uses indexes or small tables.
-    totals, restrictions, coverage = _catalog(scope)
-    by_purpose, expiring, bare = _purposes(scope)
+    # One pass reads the whole live catalog; everything else uses indexes or small tables.
+    found = _catalog(scope)
+    coverage, bare = found.coverage, found.bare
     overdue = _overdue(scope, bare_unheld=bare.get(False, 0))
     subjects = _subject_requests(scope, start)
     recon = _reconciliation(scope, reconciliation)
@@ -190,12 +190,12 @@ def _build(
             subject_requests_on_time=not subjects.overdue,
         ),
         policy=_policy(scope),
-        inventory=_sorted_inventory(totals + by_purpose),
-        forecast=_forecast(scope, expiring),
+        inventory=_sorted_inventory(found.inventory),
+        forecast=_forecast(scope, _expiring(scope)),
         purges=_purges(scope, start, late_after),
         overdue=overdue,
         holds=_holds(scope, kept=bare.get(True, 0)),
-        restrictions=restrictions,
+        restrictions=found.restrictions,
         coverage=coverage,
         subject_requests=subjects,
         reconciliation=recon,
@@ -270,8 +270,23 @@ def _held() -> sa.ColumnElement[bool]:
     )
 
 
-def _catalog(scope: _Scope) -> tuple[list[InventoryRow], list[ClientCount], Coverage]:
-    """Pass 1, recordings and their call decisions: inventory totals, restrictions, coverage."""
+@dataclass
+class _Catalog:
+    """What the pass over the live catalog finds."""
+
+    inventory: list[InventoryRow]  # by client × age, in all and per purpose
+    restrictions: list[ClientCount]
+    coverage: Coverage
+    bare: dict[bool, int]  # live recordings with no purpose left, by held (by a case) or not
+
+
+def _catalog(scope: _Scope) -> _Catalog:
+    """The one pass over the live catalog, with each recording's call decision.
+
+    Grouped by the names of the live purposes kept on each row, it gives the
+    inventory in all and per purpose, restrictions, consent coverage and the
+    recordings with no purpose left.
+    """
     d = _D.alias("d")
     gap = sa.case(
         (_R.c.decision_id.is_(None), "no_decision_id"),
@@ -281,20 +296,33 @@ def _catalog(scope: _Scope) -> tuple[list[InventoryRow], list[ClientCount], Cove
         (d.c.grant_id.is_(None), "no_grant_id"),
         else_="covered",
     ).label("gap")
+    bare_held = sa.case((sa.and_(_R.c.purpose_names == "", _held()), 1), else_=0).label("held")
     on = d.c.id == _R.c.decision_id
     query = (
-        sa.select(_R.c.client_id, _age(scope.now), _R.c.state, gap, *_COUNTED)
+        sa.select(
+            _R.c.client_id,
+            _age(scope.now),
+            _R.c.state,
+            _R.c.purpose_names,
+            gap,
+            bare_held,
+            *_COUNTED,
+        )
         .select_from(_R.outerjoin(d, on))
         .where(*scope.live())
-        .group_by(_R.c.client_id, "age_bucket", _R.c.state, "gap")
+        .group_by(_R.c.client_id, "age_bucket", _R.c.state, _R.c.purpose_names, "gap", "held")
     )
-    totals: dict[tuple[str, str], list[int]] = {}
+    cells: dict[tuple[str, str, str], list[int]] = {}  # (client, purpose or "all", age)
     restricted: dict[str, int] = {}
     covered: dict[str, list[int]] = {}
     gaps: dict[str, int] = {}
-    for client, age, state, reason, count, size in scope.rows(query):
-        total = totals.setdefault((client, age), [0, 0])
-        total[0], total[1] = total[0] + count, total[1] + int(size)
+    bare: dict[bool, int] = {}
+    for client, age, state, names, reason, held, count, size in scope.rows(query):
+        if not names:
+            bare[bool(held)] = bare.get(bool(held), 0) + count
+        for purpose in ("all", *(names.split(",") if names else ["none"])):
+            cell = cells.setdefault((client, purpose, age), [0, 0])
+            cell[0], cell[1] = cell[0] + count, cell[1] + int(size)
         if state == RecordingState.RESTRICTED:
             restricted[client] = restricted.get(client, 0) + count
         live_covered = covered.setdefault(client, [0, 0])
@@ -304,13 +332,15 @@ def _catalog(scope: _Scope) -> tuple[list[InventoryRow], list[ClientCount], Cove
         else:
             gaps[reason] = gaps.get(reason, 0) + count
     live, hits = sum(v[0] for v in covered.values()), sum(v[1] for v in covered.values())
-    return (
-        [
-            InventoryRow(client_id=c, purpose="all", age=a, recordings=n, bytes=b)
-            for (c, a), (n, b) in totals.items()
+    return _Catalog(
+        inventory=[
+            InventoryRow(client_id=c, purpose=p, age=a, recordings=n, bytes=b)
+            for (c, p, a), (n, b) in cells.items()
         ],
-        [ClientCount(client_id=c, recordings=n) for c, n in sorted(restricted.items())],
-        Coverage(
+        restrictions=[
+            ClientCount(client_id=c, recordings=n) for c, n in sorted(restricted.items())
+        ],
+        coverage=Coverage(
             live=live,
             covered=hits,
             percent=round(100 * hits / live, 2) if live else None,
@@ -320,45 +350,26 @@ def _catalog(scope: _Scope) -> tuple[list[InventoryRow], list[ClientCount], Cove
                 for c, v in sorted(covered.items())
             ],
         ),
+        bare=bare,
     )
 
 
-def _purposes(
-    scope: _Scope,
-) -> tuple[list[InventoryRow], dict[tuple[int, str], int], dict[bool, int]]:
-    """Pass 2, recordings and their purposes: inventory by purpose, expiring purposes.
-
-    Also counts live recordings with no purpose left, held (by a case) or not.
-    """
-    bare_held = sa.case((sa.and_(_P.c.purpose.is_(None), _held()), 1), else_=0).label("held")
-    query = (
-        sa.select(
-            _R.c.client_id,
-            _P.c.purpose,
-            _age(scope.now),
-            _week(scope, _P.c.expires_at),
-            bare_held,
-            *_COUNTED,
-        )
-        .select_from(_R.outerjoin(_P, _P.c.recording_id == _R.c.id))
-        .where(*scope.live())
-        .group_by(_R.c.client_id, _P.c.purpose, "age_bucket", "week", "held")
-    )
-    cells: dict[tuple[str, str, str], list[int]] = {}
-    expiring: dict[tuple[int, str], int] = {}
-    bare: dict[bool, int] = {}
-    for client, purpose, age, week, held, count, size in scope.rows(query):
-        cell = cells.setdefault((client, purpose or "none", age), [0, 0])
-        cell[0], cell[1] = cell[0] + count, cell[1] + int(size)
-        if purpose is None:
-            bare[bool(held)] = bare.get(bool(held), 0) + count
-        elif week is not None and week >= 0:
-            expiring[(week, purpose)] = expiring.get((week, purpose), 0) + count
-    rows = [
-        InventoryRow(client_id=c, purpose=p, age=a, recordings=n, bytes=b)
-        for (c, p, a), (n, b) in cells.items()
+def _expiring(scope: _Scope) -> dict[tuple[int, str], int]:
+    """Purposes of live recordings expiring in each week of the forecast: (week, purpose)
+    → count. Only live and in-flight recordings have purposes (``RecordingPurpose``),
+    so the few in flight are left out instead of every purpose joined to its row."""
+    expiry = _P.c.expires_at
+    in_flight = sa.select(_R.c.id).where(_R.c.state == RecordingState.RECORDING.value)
+    where = [
+        expiry > scope.now,
+        expiry <= _week_ends(scope.now)[-1],
+        _P.c.recording_id.not_in(in_flight),
     ]
-    return rows, expiring, bare
+    if scope.client_id is not None:
+        where.append(_P.c.recording_id.in_(sa.select(_R.c.id).where(*scope.own(_R.c.client_id))))
+    query = sa.select(_week(scope, expiry), _P.c.purpose, sa.func.count()).where(*where)
+    rows = scope.rows(query.group_by("week", _P.c.purpose))
+    return {(int(week), purpose): n for week, purpose, n in rows}
 
 
 def _sorted_inventory(rows: list[InventoryRow]) -> list[InventoryRow]:
@@ -367,7 +378,7 @@ def _sorted_inventory(rows: list[InventoryRow]) -> list[InventoryRow]:
 
 
 def _forecast(scope: _Scope, expiring: dict[tuple[int, str], int]) -> list[ForecastWeek]:
-    """Pass 3, through the index on ``last_expiry``: the week each recording is purged."""
+    """Through the index on ``last_expiry``: the week each recording will be purged."""
     now, ends = scope.now, _week_ends(scope.now)
     expiry = _R.c.last_expiry
     held = sa.case((_held(), 1), else_=0).label("held")

@@ -61,8 +61,10 @@ class Recording(SQLModel, table=True):
         default=RecordingState.RECORDING, index=True, sa_type=sa.String(20)
     )
     legal_hold: bool = False
-    # When the last purpose expires; None once none is left. Kept in step with the
-    # purpose rows by the functions below, for the report's forecast.
+    # A summary of the purpose rows, kept in step with them by the functions below so
+    # that the retention report reads one table: the live purposes' names (sorted,
+    # comma-separated, "" when none is left) and when the last of them expires.
+    purpose_names: str = Field(default="", max_length=200)
     last_expiry: datetime | None = Field(default=None, index=True, sa_type=UTCDateTime)
     failure: str | None = Field(default=None, sa_type=sa.Text)
     created_at: datetime = Field(sa_type=UTCDateTime)
@@ -71,7 +73,11 @@ class Recording(SQLModel, table=True):
 
 
 class RecordingPurpose(SQLModel, table=True):
-    """One purpose a recording may serve, with its own expiry."""
+    """One purpose a recording may serve, with its own expiry.
+
+    Only recordings being captured, stored or restricted have purposes: a purge or a
+    discard removes them all (the retention report counts on it).
+    """
 
     __tablename__ = "recording_purposes"
 
@@ -105,7 +111,7 @@ def add_recording(
     session: Session, *, recording: Recording, purposes: Mapping[str, datetime]
 ) -> Recording:
     """Add a new recording row and its purposes (the caller commits)."""
-    recording.last_expiry = max(purposes.values(), default=None)
+    recording.purpose_names, recording.last_expiry = _summary(purposes)
     session.add(recording)
     session.flush()  # parent row first: the purposes reference it
     for name, expiry in purposes.items():
@@ -122,14 +128,28 @@ def remove_purposes(
     if names is not None:
         where.append(col(RecordingPurpose.purpose).in_(names))
     session.execute(sa.delete(RecordingPurpose).where(*where))
-    last = (
-        sa.select(sa.func.max(RecordingPurpose.expires_at))
-        .where(col(RecordingPurpose.recording_id) == Recording.id)
-        .scalar_subquery()
-    )
-    session.execute(
-        sa.update(Recording).where(col(Recording.id).in_(recording_ids)).values(last_expiry=last)
-    )
+    left = purposes_of_each(session, recording_ids) if names is not None else {}
+    for summary, ids in _grouped({rid: _summary(left.get(rid, {})) for rid in recording_ids}):
+        purpose_names, last_expiry = summary
+        session.execute(
+            sa.update(Recording)
+            .where(col(Recording.id).in_(ids))
+            .values(purpose_names=purpose_names, last_expiry=last_expiry)
+        )
+
+
+def _summary(purposes: Mapping[str, datetime]) -> tuple[str, datetime | None]:
+    return ",".join(sorted(purposes)), max(purposes.values(), default=None)
+
+
+def _grouped(
+    summaries: Mapping[str, tuple[str, datetime | None]],
+) -> list[tuple[tuple[str, datetime | None], list[str]]]:
+    """Recording ids by summary: a purge sets one summary on a whole batch at once."""
+    groups: dict[tuple[str, datetime | None], list[str]] = {}
+    for rid, summary in summaries.items():
+        groups.setdefault(summary, []).append(rid)
+    return list(groups.items())
 
 
 def get_recording(

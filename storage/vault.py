@@ -311,6 +311,7 @@ class Vault:
         catalog.transition(recording, RecordingState.FAILED, now=now)
         recording.failure = reason
         session.add(recording)
+        catalog.remove_purposes(session, [recording.id])  # what was discarded serves none
         self._keyring.destroy_recording_key(session, recording_id=recording.id, now=now)
         self._audit.append(
             session,

@@ -157,7 +157,8 @@ def _seed(engine: Engine, now: datetime) -> None:
         r(s, now, "r6", "globex", age=31 * DAY, size=6000, decision="d6", call="call-6",
           purposes={"optimization": 60 * DAY})  # fmt: skip
         r(s, now, "r7", "acme", age=300 * DAY, size=7000, state=RecordingState.PURGED)
-        r(s, now, "r8", "acme", age=DAY, size=8000, state=RecordingState.RECORDING)
+        r(s, now, "r8", "acme", age=DAY, size=8000, state=RecordingState.RECORDING,
+          purposes={"research": 10 * DAY})  # in flight: in no count yet  # fmt: skip
         r(s, now, "r9", "acme", age=DAY, size=100, decision="d9",
           purposes={"research": 90 * DAY, "improvement": 90 * DAY})  # fmt: skip
         _hold(s, now, "h1", f"{EVIL} litigation", ("recording", "r5"), until=now + 30 * DAY)
