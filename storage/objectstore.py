@@ -412,6 +412,8 @@ class ObjectStore:
                     return
                 params["KeyMarker"] = page["NextKeyMarker"]
                 params["VersionIdMarker"] = page.get("NextVersionIdMarker", "")
+                # Keys not in the batch lie between: larger pages, fewer requests.
+                params["MaxKeys"] = min(_LIST_PAGE, 2 * params["MaxKeys"])
 
     def delete(self, key: str) -> str | None:
         """Hide the current version behind a delete marker; older versions stay.
