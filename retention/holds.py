@@ -238,20 +238,22 @@ def release_hold(
 def _refresh(
     session: Session, recordings: Iterable[Recording], store: ObjectStore, now: datetime
 ) -> None:
-    """Bring each recording's flag and tags in line with the active cases."""
+    """Bring each recording's flag and tags in line with the active cases.
+
+    A recording still being captured has no object yet: its flag is set, and the
+    vault tags the object from the flag when it stores it.
+    """
+    State = catalog.RecordingState
     for recording in recordings:
         held = bool(holds_covering(session, recording))
-        if recording.state not in (
-            catalog.RecordingState.STORED,
-            catalog.RecordingState.RESTRICTED,
-        ):
+        if held == recording.legal_hold or recording.state in (State.PURGED, State.FAILED):
             continue
-        if held != recording.legal_hold:
+        if recording.state != State.RECORDING:
             purposes = catalog.purposes_of(session, recording.id)
             tags = catalog.object_tags(recording.client_id, purposes, legal_hold=held)
             store.put_tags(recording.object_key, tags)
-            recording.legal_hold, recording.updated_at = held, now
-            session.add(recording)
+        recording.legal_hold, recording.updated_at = held, now
+        session.add(recording)
     session.flush()
 
 

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from retention.purge import Purger
 from storage.backend import StorageBackend
+from storage.vault import RecordingDraft
 from tests.recorder.conftest import ADMIN, Clock, auth, call_body, make_tenant, tone_wav
 
 
@@ -94,6 +95,30 @@ def test_a_case_on_the_client_holds_recordings_made_later(
     client.delete(f"/v1/legal-holds/{case.json()['id']}", headers=compliance)
     assert "legal-hold" not in backend.store.get_tags(key)
     assert _sweep(backend, clock, 401).purged == 1
+
+
+def test_a_case_placed_during_the_upload_tags_the_stored_object(
+    client: TestClient, backend: StorageBackend, clock: Clock
+) -> None:
+    make_tenant(client)
+    compliance = _compliance(client)
+    draft = RecordingDraft(
+        client_id="acme", call_id="call-live", channel="upload", codec="opus", container="ogg"
+    )
+    writer = backend.vault.begin(draft, now=clock.now)
+    writer.write(b"audio so far")
+    case = client.post(
+        "/v1/legal-holds",
+        json={"reason": "inquiry", "recording_ids": [writer.recording_id]},
+        headers=compliance,
+    )
+    try:
+        assert case.status_code == 201, case.text
+        assert case.json()["recordings_held"] == 1
+    finally:
+        recording = backend.vault.finish(writer, now=clock.now)
+    assert recording.legal_hold is True
+    assert backend.store.get_tags(recording.object_key)["legal-hold"] == "true"
 
 
 def test_hold_on_unknown_ids_is_refused(client: TestClient) -> None:
