@@ -51,7 +51,7 @@ class Settings(BaseSettings):
         3600, ge=10, description="Seconds between purge sweeps in `callrec serve`."
     )
     purge_batch_size: int = Field(
-        500, ge=1, le=1000, description="Recordings purged per transaction and DeleteObjects."
+        500, ge=1, le=1000, description="Recordings purged per transaction."
     )
     spool_retry_interval_s: int = Field(
         60, ge=5, description="Seconds between upload retries of recordings left in the spool."
