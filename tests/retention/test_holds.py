@@ -31,11 +31,8 @@ def _recording(client: TestClient, headers: dict[str, str], tmp_path: Path, call
 
 
 def _sweep(backend: StorageBackend, clock: Clock, days: int) -> Any:
-    purger = Purger(
-        engine=backend.engine, store=backend.store, keyring=backend.keyring, audit=backend.audit
-    )
     when = clock.now + timedelta(days=days)
-    return purger.sweep(as_of=when, now=when)
+    return Purger.for_backend(backend).sweep(as_of=when, now=when)
 
 
 def test_holds_block_the_purge_until_every_case_is_released(
