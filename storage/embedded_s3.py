@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
@@ -107,6 +108,7 @@ class EmbeddedS3:
         self._weed_binary = weed_binary
         self._stop_timeout = stop_timeout
         self._proc: subprocess.Popen[bytes] | None = None
+        self._master_port = 0
         self._grpc_sockets: list[Path] = []
         self._log_file: IO[bytes] | None = None
         self._lock: IO[bytes] | None = None
@@ -116,8 +118,11 @@ class EmbeddedS3:
         """The S3 endpoint, e.g. ``http://127.0.0.1:8333``."""
         if self._s3_port == 0:
             raise EmbeddedS3Error("the embedded S3 has not been started: no port chosen yet")
+        return self._url(self._s3_port)
+
+    def _url(self, port: int) -> str:
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self._s3_port}"
+        return f"http://{host}:{port}"
 
     @property
     def pid(self) -> int | None:
@@ -160,6 +165,7 @@ class EmbeddedS3:
             _reserved_pair(self._host) as admin,
         ):
             self._s3_port = ports["s3.port"]
+            self._master_port = ports["master.port"]
             cmd = self._command(weed, identities, ports, admin)
             grpc = {k.split(".")[0]: v for k, v in ports.items() if k.endswith(".grpc")}
             grpc["admin"] = admin + _GRPC_OFFSET
@@ -168,10 +174,11 @@ class EmbeddedS3:
                 Path(f"/tmp/seaweedfs-{name}-grpc-{port}.sock")  # noqa: S108
                 for name, port in grpc.items()
             ]
+        volumes = len(list(self._data_dir.glob("*.dat")))
         # The reserved sockets are closed just above, right before the child binds them.
         self._spawn(cmd)
         log.info("embedded S3 started (pid %s) at %s", self.pid, self.endpoint_url)
-        self._wait_ready(timeout)
+        self._wait_ready(timeout, volumes)
 
     def stop(self) -> None:
         """Stop the child: SIGTERM, then SIGKILL after a grace period. Idempotent."""
@@ -317,13 +324,40 @@ class EmbeddedS3:
             raise EmbeddedS3Error(f"could not start {cmd[0]}: {exc}") from exc
         atexit.register(self.stop)
 
-    def _wait_ready(self, timeout: float) -> None:
+    def _wait_ready(self, timeout: float, volumes: int) -> None:
         with ObjectStore.from_config(
             self.config(_READINESS_BUCKET), connect_timeout=1.0, read_timeout=5.0, max_attempts=1
         ) as probe:
-            self._poll_ready(probe, timeout)
+            self._poll_ready(lambda: self._check_ready(probe, volumes), timeout)
 
-    def _poll_ready(self, probe: ObjectStore, timeout: float) -> None:
+    def _check_ready(self, probe: ObjectStore, volumes: int) -> None:
+        """Raise until S3 answers and the master knows every volume already on disk.
+
+        The gateway answers before the volume server's first heartbeat reaches the
+        master; until then a read of an object stored before a restart fails with
+        InternalError ("volume not found").
+        """
+        with suppress(ObjectNotFound):
+            probe.ping()
+        known = self._volumes_known_to_master()
+        if known < volumes:
+            raise ObjectStoreError(f"the master knows {known} of {volumes} volumes")
+
+    def _volumes_known_to_master(self) -> int:
+        url = f"{self._url(self._master_port)}/dir/status"
+        try:
+            with urllib.request.urlopen(url, timeout=5.0) as answer:  # noqa: S310
+                status = json.load(answer)
+        except (OSError, ValueError) as exc:
+            raise ObjectStoreError(f"master status: {exc}") from exc
+        return sum(
+            node.get("Volumes", 0)
+            for dc in status.get("Topology", {}).get("DataCenters") or []
+            for rack in dc.get("Racks") or []
+            for node in rack.get("DataNodes") or []
+        )
+
+    def _poll_ready(self, check: Callable[[], None], timeout: float) -> None:
         assert self._proc is not None
         deadline = time.monotonic() + timeout
         delay = 0.02
@@ -333,9 +367,7 @@ class EmbeddedS3:
             if code is not None:
                 self._fail(f"weed exited with code {code} before S3 was ready")
             try:
-                probe.ping()
-                return
-            except ObjectNotFound:
+                check()
                 return
             except ObjectStoreError as exc:
                 last = exc
