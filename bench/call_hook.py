@@ -5,10 +5,10 @@ dir, ``StorageBackend`` and ``create_app`` as in production, served by uvicorn o
 127.0.0.1 in a thread of this process. The same app gets one extra route,
 ``POST /bench/bare``: a sync handler taking a small pydantic body and returning a
 constant, so it crosses the same uvicorn, middleware, routing and body parsing as the
-hook and nothing else. Both reach a worker thread: the bare route as any sync route
-does (FastAPI runs the handler there, and validates its answer in a second hop), the
-hook, an async route, by handing its database work to one hop of its own. A client,
-its keys and a consent grant are set up over HTTP; every hook request is a new US-NY
+hook and nothing else. Both leave the event loop once: the bare route as any sync
+route does (FastAPI runs the handler in a worker thread), the hook, an async route, by
+handing its database work to the group commit's writer thread. A client, its keys
+and a consent grant are set up over HTTP; every hook request is a new US-NY
 (one-party) call that records.
 
 The load comes from a separate process (spawned), so on a 2-core machine the client

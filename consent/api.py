@@ -12,7 +12,6 @@ from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Header, Request, status
-from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -21,11 +20,18 @@ from consent import apikeys, calls, clients, ledger, registry
 from consent.apikeys import ApiKeyPublic, IssuedKey, Principal, Role
 from consent.clients import ClientCreate, ClientPublic
 from consent.decision import unavailable
-from consent.errors import NotFound, PermissionDenied, StateConflict, Unauthenticated
+from consent.errors import (
+    ConsentError,
+    NotFound,
+    PermissionDenied,
+    StateConflict,
+    Unauthenticated,
+)
 from consent.reader import ConsentReader
-from storage.audit import AuditLog
-from storage.db import connection_scope, session_scope
+from storage.audit import AuditEntry, AuditLog
+from storage.db import session_scope
 from storage.errors import DatabaseUnavailable
+from storage.group_commit import GroupCommit
 from storage.keyring import Keyring
 
 log = logging.getLogger(__name__)
@@ -46,6 +52,14 @@ class ApiContext:
     on_purge_existing: Callable[[Session, ledger.ConsentEvent, str, datetime], None] | None = None
     # Per-process caches of what decisions read; see consent.reader for why they hold.
     consent_reader: ConsentReader = field(default_factory=ConsentReader)
+    # Where call setups' writes are committed together; ``close()`` stops its thread.
+    group_commit: GroupCommit = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.group_commit = GroupCommit(self.engine, self.audit, self.clock)
+
+    def close(self) -> None:
+        self.group_commit.close()
 
     @contextmanager
     def write(self) -> Iterator[Session]:
@@ -412,40 +426,65 @@ async def call_hook(
     authorization: Annotated[str | None, Header()] = None,
 ) -> DecisionPublic:
     """Ask, at call setup, whether this call may be recorded (fails closed)."""
-    token = _bearer_token(authorization)
-    # The blocking part in one worker thread; a sync route would take a second hop to
-    # validate the answer, and every call setup waits for both.
-    return await run_in_threadpool(decide_call, context, body, token)
+    work = _decision_work(context, body, _bearer_token(authorization))
+    try:
+        # Committed with the other call setups waiting at the same moment.
+        answer = await context.group_commit.run(work)
+    except (sa.exc.SQLAlchemyError, DatabaseUnavailable):
+        return _unavailable(body.call_id)
+    return _answer(context, answer)
 
 
 def decide_call(context: ApiContext, body: calls.CallRequest, token: str) -> DecisionPublic:
-    """The call hook's answer for an integrator ``token`` (blocking: database)."""
-    now = context.clock()
+    """The call hook's answer for an integrator ``token``, in a transaction of its own."""
+    work = _decision_work(context, body, token)
     try:
-        # One transaction for the key check and the decision (a second one would cost a
-        # connection check-out and a commit of its own on every call), on a bare
-        # connection: the call hook runs only Core statements.
-        with connection_scope(context.engine) as connection:
-            principal = allow(Role.INTEGRATOR)(_principal(connection, context, token))
-            row = calls.ask(
-                connection,
-                client_id=tenant_of(principal),
-                request=body,
-                phone_key=context.phone_key,
-                reader=context.consent_reader,
-                actor=principal.actor,
-                audit=context.audit,
-                now=now,
-            )
-        return _decision_public(context, row)
+        answer = context.group_commit.run_alone(work)
     except (sa.exc.SQLAlchemyError, DatabaseUnavailable):
-        # Fail closed: consent that cannot be read is consent that was not given, and
-        # the answer is a plain "do not record", never an error a platform might ignore.
-        log.error("consent unavailable for call %s: answering do-not-record", body.call_id)
         return _unavailable(body.call_id)
+    return _answer(context, answer)
+
+
+def _decision_work(
+    context: ApiContext, body: calls.CallRequest, token: str
+) -> Callable[[sa.Connection, list[AuditEntry]], calls.DecisionView | ConsentError]:
+    """The key check and the decision, for one transaction (blocking: database).
+
+    A refused key is the work's result, not an exception: an exception would roll back
+    the other call setups committed with this one.
+    """
+
+    def work(
+        connection: sa.Connection, events: list[AuditEntry]
+    ) -> calls.DecisionView | ConsentError:
+        try:
+            principal = allow(Role.INTEGRATOR)(_principal(connection, context, token))
+        except ConsentError as refused:
+            return refused
+        return calls.ask(
+            connection,
+            client_id=tenant_of(principal),
+            request=body,
+            phone_key=context.phone_key,
+            reader=context.consent_reader,
+            actor=principal.actor,
+            events=events,
+            now=context.clock(),
+        )
+
+    return work
+
+
+def _answer(context: ApiContext, answer: calls.DecisionView | ConsentError) -> DecisionPublic:
+    if isinstance(answer, ConsentError):
+        raise answer
+    return _decision_public(context, answer)
 
 
 def _unavailable(call_id: str) -> DecisionPublic:
+    # Fail closed: consent that cannot be read is consent that was not given, and the
+    # answer is a plain "do not record", never an error a platform might ignore.
+    log.error("consent unavailable for call %s: answering do-not-record", call_id)
     decision = unavailable()
     return DecisionPublic(
         decision_id="",

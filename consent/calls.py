@@ -24,7 +24,7 @@ from consent.errors import NotFound, StateConflict
 from consent.jurisdiction import normalize_jurisdiction
 from consent.phones import hash_phone, normalize_phone
 from consent.reader import ConsentReader
-from storage.audit import AuditLog
+from storage.audit import AuditEntry, AuditLog
 from storage.ids import new_id
 
 __all__ = [
@@ -99,14 +99,15 @@ def ask(
     phone_key: bytes,
     reader: ConsentReader,
     actor: str,
-    audit: AuditLog,
+    events: list[AuditEntry],
     now: datetime,
 ) -> DecisionView:
-    """Decide whether to record a call, persist the decision and audit it.
+    """Decide whether to record a call and persist the decision.
 
-    Asking again for the same call returns the first decision unchanged. Core
-    statements on a bare connection, no ORM: this runs at every call setup, and the
-    ORM would cost several times what the statements do.
+    The decision's audit entry goes into ``events``, for the caller to append in the
+    same transaction. Asking again for the same call returns the first decision
+    unchanged. Core statements on a bare connection, no ORM: this runs at every call
+    setup, and the ORM would cost several times what the statements do.
     """
     participants = (hash_phone(phone_key, request.from_), hash_phone(phone_key, request.to))
     snapshot = reader.read(
@@ -139,7 +140,7 @@ def ask(
     }
     connection.execute(_INSERT, fields)
     view = DecisionView(**{name: fields[name] for name in DecisionView.__slots__})
-    _audit(connection, audit, view, "call.decided", actor, now)
+    events.append(_audit_entry(view, "call.decided", actor))
     return view
 
 
@@ -257,11 +258,13 @@ def _audit(
     actor: str,
     now: datetime,
 ) -> None:
-    audit.append(
-        session,
-        kind=kind,
-        actor=actor,
-        now=now,
+    audit.append_many(session, [_audit_entry(row, kind, actor)], now=now)
+
+
+def _audit_entry(row: DecisionView, kind: str, actor: str) -> AuditEntry:
+    return AuditEntry(
+        kind,
+        actor,
         client_id=row.client_id,
         subject=row.id,
         data={

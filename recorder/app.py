@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 from fastapi import FastAPI, Request, Response
@@ -35,10 +36,18 @@ def create_app(
 ) -> FastAPI:
     """Build the app around a started storage backend."""
     settings = backend.settings
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        # Commits what call setups already submitted, then stops the writer thread.
+        await run_in_threadpool(app.state.api_context.close)
+
     app = FastAPI(
         title="callrec",
         summary="Call-recording consent and retention pipeline",
         version="0.1.0",
+        lifespan=lifespan,
     )
     admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
     app.state.api_context = ApiContext(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -186,6 +187,36 @@ def test_malformed_json(client: TestClient) -> None:
     )
     assert response.status_code == 422
     assert response.json()["error"] == "invalid_request"
+
+
+def test_concurrent_call_setups_each_get_their_own_answer(
+    client: TestClient, backend: StorageBackend
+) -> None:
+    # Setups arriving together are committed together; a refused key among them must
+    # neither fail nor slip into the others.
+    acme, globex = make_tenant(client), make_tenant(client, "globex")
+    wrong = {"Authorization": "Bearer cr_nokey_nosecret"}
+    asks = [(f"call-{i}", (acme.integrator, globex.integrator, wrong)[i % 3]) for i in range(48)]
+
+    def ask(call_id: str, headers: dict[str, str]) -> tuple[int, dict[str, object]]:
+        response = client.post("/v1/calls", json=call_body(call_id), headers=headers)
+        return response.status_code, response.json()
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda pair: ask(*pair), asks))
+
+    for (call_id, headers), (status, answer) in zip(asks, answers, strict=True):
+        if headers is wrong:
+            assert (status, answer["error"]) == (401, "unauthorized")
+        else:
+            assert (status, answer["call_id"], answer["record"]) == (200, call_id, True)
+    kinds = audit_kinds(backend)
+    assert kinds.count("call.decided") == 32
+    with backend.engine.connect() as connection:
+        decided = connection.execute(
+            sa.text("SELECT client_id, count(*) FROM call_decisions GROUP BY client_id")
+        )
+        assert dict(decided.all()) == {"acme": 16, "globex": 16}
 
 
 def test_fails_closed_when_the_database_goes_away(
