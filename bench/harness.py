@@ -17,7 +17,7 @@ from storage.audit import AuditLog
 from storage.db import create_db_engine, migrate
 from storage.embedded_s3 import EmbeddedS3
 from storage.keyring import Keyring
-from storage.objectstore import ObjectStore, S3Config
+from storage.objectstore import ObjectStore
 from storage.settings import Settings
 from storage.vault import RecordingDraft, Vault
 
@@ -40,14 +40,7 @@ def bench_setup(workdir: Path, *, bucket: str = "bench") -> Iterator[Bench]:
     """A vault over a real embedded SeaweedFS and SQLite, all under ``workdir``."""
     access, secret = "bench" + secrets.token_hex(4), secrets.token_urlsafe(24)
     with EmbeddedS3(workdir / "s3", access_key_id=access, secret_access_key=secret) as s3:
-        store = ObjectStore.from_config(
-            S3Config(
-                endpoint_url=s3.endpoint_url,
-                access_key_id=access,
-                secret_access_key=secret,
-                bucket=bucket,
-            )
-        )
+        store = ObjectStore.from_config(s3.config(bucket))
         store.ensure_bucket()
         engine = create_db_engine(f"sqlite:///{workdir / 'callrec.db'}")
         migrate(engine)

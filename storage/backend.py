@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -125,23 +125,23 @@ class StorageBackend:
     def _open_store(self) -> ObjectStore:
         settings = self.settings
         credentials = s3_credentials(settings)
-        endpoint = settings.s3_endpoint_url
-        if endpoint is None:
+        if settings.s3_endpoint_url is None:
             self.embedded_s3 = EmbeddedS3(
                 settings.data_dir / "s3",
                 access_key_id=credentials.access_key_id,
                 secret_access_key=credentials.secret_access_key,
             )
             self.embedded_s3.start()
-            endpoint = self.embedded_s3.endpoint_url
-            log.info("embedded SeaweedFS S3 at %s", endpoint)
-        config = S3Config(
-            endpoint_url=endpoint,
-            access_key_id=credentials.access_key_id,
-            secret_access_key=credentials.secret_access_key,
-            bucket=settings.s3_bucket,
-            region=settings.s3_region,
-        )
+            log.info("embedded SeaweedFS S3 at %s", self.embedded_s3.endpoint_url)
+            config = replace(self.embedded_s3.config(settings.s3_bucket), region=settings.s3_region)
+        else:
+            config = S3Config(
+                endpoint_url=settings.s3_endpoint_url,
+                access_key_id=credentials.access_key_id,
+                secret_access_key=credentials.secret_access_key,
+                bucket=settings.s3_bucket,
+                region=settings.s3_region,
+            )
         return ObjectStore.from_config(config, max_pool_connections=settings.s3_concurrency * 4)
 
     def master_key(self) -> bytes:

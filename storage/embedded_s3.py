@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import ctypes
 import fcntl
+import ipaddress
 import json
 import logging
 import os
@@ -39,6 +40,8 @@ _MISSING_BINARY = (
 _ACTIONS = ["Admin", "Read", "List", "Tagging", "Write"]
 # Never created: a HEAD on it is answered 404 only once a signed request got through.
 _READINESS_BUCKET = "callrec-readiness-probe"
+# A volume stops taking writes at this size; see _command for why it is small.
+VOLUME_SIZE_MB = 128
 # The admin component's worker dials the admin gRPC port at admin.port + 10000 whatever
 # -admin.port.grpc says, so that pair must keep this offset.
 _GRPC_OFFSET = 10000
@@ -120,6 +123,22 @@ class EmbeddedS3:
             raise EmbeddedS3Error("the embedded S3 has not been started: no port chosen yet")
         return self._url(self._s3_port)
 
+    def grow_volumes(self, bucket: str, count: int) -> None:
+        """Allocate ``count`` more writable volumes for ``bucket``'s objects now.
+
+        SeaweedFS adds a volume only when a write finds the bucket's volumes full, and
+        that write waits about a second for it. Benchmarks grow volumes ahead, so that
+        this wait does not land on whichever side happens to fill a volume.
+        """
+        url = f"{self._url(self._master_port)}/vol/grow?collection={bucket}&count={count}"
+        try:
+            with urllib.request.urlopen(url, timeout=30.0) as answer:  # noqa: S310
+                grown = json.load(answer)
+        except (OSError, ValueError) as exc:
+            raise EmbeddedS3Error(f"could not grow volumes for {bucket}: {exc}") from exc
+        if grown.get("count") != count:
+            raise EmbeddedS3Error(f"could not grow volumes for {bucket}: {grown}")
+
     def _url(self, port: int) -> str:
         host = f"[{self._host}]" if ":" in self._host else self._host
         return f"http://{host}:{port}"
@@ -135,12 +154,17 @@ class EmbeddedS3:
         return self._data_dir / "weed.log"
 
     def config(self, bucket: str) -> S3Config:
-        """Connection settings for an ObjectStore on this endpoint."""
+        """Connection settings for an ObjectStore on this endpoint.
+
+        Request bodies go unsigned on loopback: no one can alter them between this
+        process and the child, and the recordings authenticate themselves (AES-GCM).
+        """
         return S3Config(
             endpoint_url=self.endpoint_url,
             access_key_id=self._access_key_id,
             secret_access_key=self._secret_access_key,
             bucket=bucket,
+            sign_payload=not _is_loopback(self._host),
         )
 
     def start(self, timeout: float = 30.0) -> None:
@@ -288,7 +312,7 @@ class EmbeddedS3:
             # Every bucket takes volumes of its own; with the defaults the volume server
             # runs out after some 70 buckets and every write fails with InternalError.
             # Small volumes and a count sized from free disk keep writes going.
-            "-master.volumeSizeLimitMB=128",
+            f"-master.volumeSizeLimitMB={VOLUME_SIZE_MB}",
             "-volume.max=0",
             f"-admin.port={admin}",
             f"-admin.port.grpc={admin + _GRPC_OFFSET}",
@@ -486,6 +510,13 @@ def _bound_socket(host: str, port: int, *, reuse: bool = False) -> socket.socket
         sock.close()
         raise
     return sock
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _tail(path: Path) -> str:

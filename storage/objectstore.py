@@ -26,6 +26,7 @@ from storage.errors import ObjectNotFound, ObjectStoreError, StoreAccessDenied, 
 from storage.multipart import MAX_PARTS, MIN_PART, PartUploader
 
 if TYPE_CHECKING:
+    from botocore.config import _S3Dict
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef, ObjectIdentifierTypeDef
 
@@ -49,6 +50,10 @@ class S3Config:
     secret_access_key: str
     bucket: str
     region: str = "us-east-1"
+    # SigV4 hashes every request body over plain HTTP. Only a link nobody can alter
+    # (the embedded S3's loopback) goes without: there it costs both ends a SHA-256 of
+    # every byte for nothing. None leaves the choice to botocore.
+    sign_payload: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +150,13 @@ class _BodyStream:
         self._body.close()
 
 
+def _s3_options(cfg: S3Config) -> _S3Dict:
+    options: _S3Dict = {"addressing_style": "path"}
+    if cfg.sign_payload is not None:
+        options["payload_signing_enabled"] = cfg.sign_payload
+    return options
+
+
 class ObjectStore:
     """One bucket of an S3-compatible store, with the operations callrec needs."""
 
@@ -167,7 +179,7 @@ class ObjectStore:
         config = Config(
             region_name=cfg.region,
             signature_version="s3v4",
-            s3={"addressing_style": "path"},
+            s3=_s3_options(cfg),
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             retries={"mode": "standard", "total_max_attempts": max_attempts},

@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from contextlib import suppress
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -20,7 +21,8 @@ from botocore.exceptions import ClientError
 
 from storage.embedded_s3 import EmbeddedS3, find_weed
 from storage.errors import EmbeddedS3Error, ObjectNotFound, StoreAccessDenied
-from storage.objectstore import ObjectStore, S3Config
+from storage.objectstore import ObjectStore
+from tests.conftest import unique_bucket
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -89,11 +91,12 @@ def test_wrong_credentials_are_refused(
     s3_server: EmbeddedS3, object_store: ObjectStore, wrong: str
 ) -> None:
     good = s3_server.config(object_store.bucket)
-    bad = S3Config(
-        endpoint_url=good.endpoint_url,
+    # Bodies go unsigned on loopback; the requests themselves are still signed.
+    assert good.sign_payload is False
+    bad = replace(
+        good,
         access_key_id=good.access_key_id if wrong == "secret" else "AKNOBODY",
         secret_access_key=good.secret_access_key + "x" if wrong == "secret" else "nope",
-        bucket=good.bucket,
     )
     with ObjectStore.from_config(bad) as store:
         with pytest.raises(StoreAccessDenied):
@@ -111,6 +114,12 @@ def test_listens_on_loopback_only_and_never_on_default_ports(s3_server: Embedded
     ports = {c.laddr.port for c in listening}
     assert not ports & DEFAULT_PORTS
     assert int(s3_server.endpoint_url.rsplit(":", 1)[1]) in ports
+
+
+def test_volumes_grown_ahead_are_on_disk(s3_server: EmbeddedS3) -> None:
+    bucket = unique_bucket()
+    s3_server.grow_volumes(bucket, 2)
+    assert len(list(s3_server.log_path.parent.glob(f"{bucket}_*.dat"))) == 2
 
 
 def test_identities_file_is_private(s3_server: EmbeddedS3) -> None:
