@@ -113,7 +113,7 @@ def served_app(workdir: Path, admin_key: str) -> Iterator[int]:
             # get TCP_NODELAY from asyncio; a socket passed in with proto 0 would not, and
             # Nagle's algorithm with delayed ACKs would add ~40 ms to every answer.
             config = uvicorn.Config(
-                app, host=HOST, port=0, log_level="warning", access_log=False, lifespan="off"
+                app, host=HOST, port=0, log_level="warning", access_log=False, lifespan="on"
             )
             server = uvicorn.Server(config)
             thread = threading.Thread(target=server.run, daemon=True)
