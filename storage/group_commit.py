@@ -59,14 +59,13 @@ class GroupCommit:
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._start_lock = threading.Lock()
+        self._lock = threading.Lock()
 
     async def run(self, work: Work[T]) -> T:
         """Run ``work`` in the next group; its result once the group has committed."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._ensure_thread()
-        self._queue.put(_Pending(work, loop, future))
+        self._submit(_Pending(work, loop, future))
         return await future
 
     def run_alone(self, work: Work[T]) -> T:
@@ -79,24 +78,25 @@ class GroupCommit:
 
     def close(self) -> None:
         """Finish the work already submitted, then stop the thread. Idempotent."""
-        with self._start_lock:
+        with self._lock:
             self._closed = True
             thread, self._thread = self._thread, None
+            if thread is not None:
+                self._queue.put(None)
         if thread is not None:
-            self._queue.put(None)
             thread.join()
 
-    def _ensure_thread(self) -> None:
-        if self._thread is not None:
-            return
-        with self._start_lock:
+    def _submit(self, pending: _Pending) -> None:
+        # Under the lock, so that nothing lands behind the stop that close() queues.
+        with self._lock:
             if self._closed:
                 raise RuntimeError("the group commit is closed")
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._serve, name="group-commit", daemon=True
                 )
                 self._thread.start()
+            self._queue.put(pending)
 
     def _serve(self) -> None:
         while True:
