@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
-from typing import IO, NoReturn, Self
+from typing import IO, Any, NoReturn, Self
 
 from storage.errors import EmbeddedS3Error, ObjectNotFound, ObjectStoreError
 from storage.objectstore import ObjectStore, S3Config
@@ -132,18 +132,21 @@ class EmbeddedS3:
         that write waits about a second for it. Benchmarks grow volumes ahead, so that
         this wait does not land on whichever side happens to fill a volume.
         """
-        url = f"{self._url(self._master_port)}/vol/grow?collection={bucket}&count={count}"
-        try:
-            with _DIRECT.open(url, timeout=30.0) as answer:
-                grown = json.load(answer)
-        except (OSError, ValueError) as exc:
-            raise EmbeddedS3Error(f"could not grow volumes for {bucket}: {exc}") from exc
+        grown = self._ask_master(f"/vol/grow?collection={bucket}&count={count}", 30.0)
         if grown.get("count") != count:
             raise EmbeddedS3Error(f"could not grow volumes for {bucket}: {grown}")
 
     def _url(self, port: int) -> str:
         host = f"[{self._host}]" if ":" in self._host else self._host
         return f"http://{host}:{port}"
+
+    def _ask_master(self, path: str, timeout: float) -> Any:
+        """The JSON answer of the SeaweedFS master's HTTP API at ``path``."""
+        try:
+            with _DIRECT.open(self._url(self._master_port) + path, timeout=timeout) as answer:
+                return json.load(answer)
+        except (OSError, ValueError) as exc:
+            raise EmbeddedS3Error(f"SeaweedFS master {path}: {exc}") from exc
 
     @property
     def pid(self) -> int | None:
@@ -367,15 +370,10 @@ class EmbeddedS3:
             probe.ping()
         known = self._volumes_known_to_master()
         if known < volumes:
-            raise ObjectStoreError(f"the master knows {known} of {volumes} volumes")
+            raise EmbeddedS3Error(f"the master knows {known} of {volumes} volumes")
 
     def _volumes_known_to_master(self) -> int:
-        url = f"{self._url(self._master_port)}/dir/status"
-        try:
-            with _DIRECT.open(url, timeout=5.0) as answer:
-                status = json.load(answer)
-        except (OSError, ValueError) as exc:
-            raise ObjectStoreError(f"master status: {exc}") from exc
+        status = self._ask_master("/dir/status", 5.0)
         return sum(
             node.get("Volumes", 0)
             for dc in status.get("Topology", {}).get("DataCenters") or []
@@ -395,7 +393,7 @@ class EmbeddedS3:
             try:
                 check()
                 return
-            except ObjectStoreError as exc:
+            except (ObjectStoreError, EmbeddedS3Error) as exc:
                 last = exc
             if time.monotonic() >= deadline:
                 self._fail(f"S3 did not answer within {timeout:.0f} s (last error: {last})")
