@@ -10,8 +10,9 @@ one work, and a work waits no longer than a transaction of its own would.
 A work is a function of the group's connection and the list of audit entries the
 group appends when every work has run. A work that raises rolls the whole group back;
 then each work runs again alone, in a transaction of its own, so that one failure
-never takes another work's writes with it. A refusal that is not a failure (a wrong
-key, say) is a work's result, not an exception.
+never takes another work's writes with it. A work may therefore run twice: its effects
+belong in the connection only. A refusal that is not a failure (a wrong key, say) is a
+work's result, not an exception.
 """
 
 from __future__ import annotations
