@@ -12,6 +12,7 @@ from typing import Annotated, BinaryIO, Literal, cast
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import FileResponse
+from pydantic import BaseModel
 from starlette.background import BackgroundTask
 
 from consent import clients
@@ -55,6 +56,36 @@ def place_hold(
             audit=context.audit,
             now=context.clock(),
         )
+
+
+class HoldList(BaseModel):
+    items: list[holds.HoldPublic]
+    next: str | None
+
+
+@router.get("/legal-holds")
+def list_holds(
+    context: Context,
+    principal: Compliance,
+    client_id: str | None = None,
+    state: Annotated[holds.HoldStatus | None, Query(alias="status")] = None,
+    cursor: Annotated[str | None, Query(max_length=40)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> HoldList:
+    """List legal hold cases: filter by the client they touch and by status."""
+    with context.read() as session:
+        items = holds.list_holds(
+            session, client_id=client_id, status=state, after=cursor, limit=limit + 1
+        )
+    more = len(items) > limit
+    return HoldList(items=items[:limit], next=items[limit - 1].id if more else None)
+
+
+@router.get("/legal-holds/{hold_id}")
+def get_hold(hold_id: str, context: Context, principal: Compliance) -> holds.HoldPublic:
+    """One legal hold case, with what it covers."""
+    with context.read() as session:
+        return holds.get_hold(session, hold_id)
 
 
 @router.delete("/legal-holds/{hold_id}")

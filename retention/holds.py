@@ -8,15 +8,16 @@ never shorten retention and never extend a purpose: they only block the purge.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
+from enum import StrEnum
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlmodel import Field as SQLField
 from sqlmodel import Session, SQLModel, col, select
 
-from consent.errors import NotFound, StateConflict
+from consent.errors import InvalidRequest, NotFound, StateConflict
 from storage import catalog
 from storage.audit import AuditLog
 from storage.catalog import Recording
@@ -65,13 +66,20 @@ class HoldRequest(BaseModel):
         return self
 
 
+class HoldStatus(StrEnum):
+    OPEN = "open"
+    RELEASED = "released"
+
+
 class HoldPublic(BaseModel):
     id: str
     reason: str
     created_by: str
     created_at: datetime
     until: datetime | None
+    status: HoldStatus
     released_at: datetime | None
+    released_by: str | None
     recording_ids: list[str]
     call_ids: list[str]
     client_id: str | None
@@ -138,6 +146,10 @@ def _active_targets(session: Session) -> set[tuple[str, str]]:
 
 
 def _covered(session: Session, request: HoldRequest) -> list[Recording]:
+    return list(session.exec(select(Recording).where(_covering(request))))
+
+
+def _covering(request: HoldRequest) -> sa.ColumnElement[bool]:
     conditions = []
     if request.recording_ids:
         conditions.append(Recording.id.in_(request.recording_ids))  # type: ignore[attr-defined]
@@ -145,7 +157,7 @@ def _covered(session: Session, request: HoldRequest) -> list[Recording]:
         conditions.append(Recording.call_id.in_(request.call_ids))  # type: ignore[attr-defined]
     if request.client_id:
         conditions.append(Recording.client_id == request.client_id)
-    return list(session.exec(select(Recording).where(sa.or_(*conditions))))
+    return sa.or_(*conditions)
 
 
 def place_hold(
@@ -161,6 +173,11 @@ def place_hold(
     from consent.calls import CallDecision
     from consent.clients import Client
 
+    if request.until is not None and request.until <= now:
+        # A review date already past is a typo, not a case: nothing is written.
+        raise InvalidRequest(
+            f"until {request.until.isoformat()} is in the past", code="until_in_past"
+        )
     known = set(session.exec(select(Recording.id).where(Recording.id.in_(request.recording_ids))))  # type: ignore[attr-defined]
     missing = sorted(set(request.recording_ids) - known)
     if missing:
@@ -257,8 +274,77 @@ def _refresh(
     session.flush()
 
 
+def list_holds(
+    session: Session,
+    *,
+    client_id: str | None = None,
+    status: HoldStatus | None = None,
+    after: str | None = None,
+    limit: int = 100,
+) -> list[HoldPublic]:
+    """Cases in id (creation) order after the cursor ``after``.
+
+    ``client_id`` selects the cases that cover anything of that client: the whole
+    client, one of its calls or one of its recordings.
+    """
+    from consent.calls import CallDecision
+
+    query = select(LegalHold).order_by(LegalHold.id).limit(limit)
+    if status is not None:
+        released = LegalHold.released_at.is_not(None)  # type: ignore[union-attr]
+        query = query.where(released if status == HoldStatus.RELEASED else ~released)
+    if after is not None:
+        query = query.where(LegalHold.id > after)
+    if client_id is not None:
+        kind, target = col(LegalHoldTarget.kind), col(LegalHoldTarget.target)
+        touching = sa.or_(
+            sa.and_(kind == "client", target == client_id),
+            sa.and_(
+                kind == "call",
+                target.in_(select(CallDecision.call_id).where(CallDecision.client_id == client_id)),
+            ),
+            sa.and_(
+                kind == "recording",
+                target.in_(select(Recording.id).where(Recording.client_id == client_id)),
+            ),
+        )
+        query = query.where(col(LegalHold.id).in_(select(LegalHoldTarget.hold_id).where(touching)))
+    rows = list(session.exec(query))
+    targets = _targets_of(session, [hold.id for hold in rows])
+    return [_described(session, hold, targets.get(hold.id, [])) for hold in rows]
+
+
+def get_hold(session: Session, hold_id: str) -> HoldPublic:
+    """One case with what it covers; an unknown id is NotFound."""
+    hold = session.get(LegalHold, hold_id)
+    if hold is None:
+        raise NotFound(f"no legal hold {hold_id}", code="unknown_hold")
+    return _described(session, hold, _targets_of(session, [hold.id]).get(hold.id, []))
+
+
+def _targets_of(session: Session, hold_ids: Sequence[str]) -> dict[str, list[LegalHoldTarget]]:
+    by_hold: dict[str, list[LegalHoldTarget]] = {}
+    if hold_ids:
+        query = select(LegalHoldTarget).where(col(LegalHoldTarget.hold_id).in_(hold_ids))
+        for target in session.exec(query.order_by(col(LegalHoldTarget.target))):
+            by_hold.setdefault(target.hold_id, []).append(target)
+    return by_hold
+
+
+def _described(session: Session, hold: LegalHold, targets: list[LegalHoldTarget]) -> HoldPublic:
+    request = _request_from(hold, targets)
+    count = session.exec(
+        select(sa.func.count()).select_from(Recording).where(_covering(request))
+    ).one()
+    return _public(hold, request, count)
+
+
 def _request_of(session: Session, hold: LegalHold) -> HoldRequest:
     targets = list(session.exec(select(LegalHoldTarget).where(LegalHoldTarget.hold_id == hold.id)))
+    return _request_from(hold, targets)
+
+
+def _request_from(hold: LegalHold, targets: list[LegalHoldTarget]) -> HoldRequest:
     return HoldRequest(
         reason=hold.reason,
         recording_ids=[t.target for t in targets if t.kind == "recording"],
@@ -274,7 +360,9 @@ def _public(hold: LegalHold, request: HoldRequest, count: int) -> HoldPublic:
         created_by=hold.created_by,
         created_at=hold.created_at,
         until=hold.until,
+        status=HoldStatus.OPEN if hold.released_at is None else HoldStatus.RELEASED,
         released_at=hold.released_at,
+        released_by=hold.released_by,
         recording_ids=request.recording_ids,
         call_ids=request.call_ids,
         client_id=request.client_id,
@@ -282,4 +370,13 @@ def _public(hold: LegalHold, request: HoldRequest, count: int) -> HoldPublic:
     )
 
 
-__all__ = ["HoldPublic", "HoldRequest", "LegalHold", "LegalHoldTarget", "holds_covering"]
+__all__ = [
+    "HoldPublic",
+    "HoldRequest",
+    "HoldStatus",
+    "LegalHold",
+    "LegalHoldTarget",
+    "get_hold",
+    "holds_covering",
+    "list_holds",
+]

@@ -139,3 +139,96 @@ def test_only_compliance_places_holds(client: TestClient) -> None:
     assert client.post("/v1/legal-holds", json=body, headers=tenant.client_admin).status_code == 403
     assert client.post("/v1/legal-holds", json=body, headers=tenant.integrator).status_code == 403
     assert client.post("/v1/legal-holds", json=body, headers=ADMIN).status_code == 201
+
+
+def test_a_review_date_in_the_past_is_refused_and_nothing_is_written(
+    client: TestClient, clock: Clock
+) -> None:
+    make_tenant(client)
+    compliance = _compliance(client)
+    for until in (clock.now - timedelta(days=1), clock.now):
+        response = client.post(
+            "/v1/legal-holds",
+            json={"reason": "x", "client_id": "acme", "until": until.isoformat()},
+            headers=compliance,
+        )
+        assert response.status_code == 422, response.text
+        assert response.json()["error"] == "until_in_past"
+        assert "in the past" in response.json()["detail"]
+    assert client.get("/v1/legal-holds", headers=compliance).json() == {"items": [], "next": None}
+    future = (clock.now + timedelta(days=30)).isoformat()
+    accepted = client.post(
+        "/v1/legal-holds",
+        json={"reason": "x", "client_id": "acme", "until": future},
+        headers=compliance,
+    )
+    assert accepted.status_code == 201, accepted.text
+
+
+def test_cases_are_listed_by_client_and_status_and_read_one_by_one(
+    client: TestClient, clock: Clock, tmp_path: Path
+) -> None:
+    acme = make_tenant(client)
+    globex = make_tenant(client, "globex")
+    compliance = _compliance(client)
+    recording = _recording(client, acme.integrator, tmp_path, "call-a")
+    _recording(client, globex.integrator, tmp_path, "call-g")
+
+    def place(**body: Any) -> str:
+        response = client.post(
+            "/v1/legal-holds", json={"reason": "inquiry", **body}, headers=compliance
+        )
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
+    on_recording = place(recording_ids=[recording["id"]])
+    clock.now += timedelta(seconds=1)
+    on_call = place(call_ids=["call-g"])
+    clock.now += timedelta(seconds=1)
+    on_client = place(client_id="acme", until=(clock.now + timedelta(days=90)).isoformat())
+    clock.now += timedelta(seconds=1)
+    assert client.delete(f"/v1/legal-holds/{on_call}", headers=compliance).status_code == 200
+
+    def ids(**params: Any) -> list[str]:
+        response = client.get("/v1/legal-holds", params=params, headers=compliance)
+        assert response.status_code == 200, response.text
+        return [item["id"] for item in response.json()["items"]]
+
+    assert ids() == [on_recording, on_call, on_client]
+    assert ids(client_id="acme") == [on_recording, on_client]  # by recording and by client
+    assert ids(client_id="globex") == [on_call]  # by call
+    assert ids(status="open") == [on_recording, on_client]
+    assert ids(status="released") == [on_call]
+    assert ids(client_id="globex", status="open") == []
+    bad = client.get("/v1/legal-holds", params={"status": "closed"}, headers=compliance)
+    assert bad.status_code == 422
+
+    first = client.get("/v1/legal-holds", params={"limit": 2}, headers=compliance).json()
+    assert [i["id"] for i in first["items"]] == [on_recording, on_call]
+    rest = client.get(
+        "/v1/legal-holds", params={"limit": 2, "cursor": first["next"]}, headers=compliance
+    ).json()
+    assert ([i["id"] for i in rest["items"]], rest["next"]) == ([on_client], None)
+
+    one = client.get(f"/v1/legal-holds/{on_client}", headers=compliance)
+    assert one.status_code == 200, one.text
+    case = one.json()
+    assert (case["status"], case["client_id"], case["recording_ids"], case["call_ids"]) == (
+        "open",
+        "acme",
+        [],
+        [],
+    )
+    assert case["recordings_held"] == 1 and case["until"] is not None
+    released = client.get(f"/v1/legal-holds/{on_call}", headers=compliance).json()
+    assert (released["status"], released["call_ids"]) == ("released", ["call-g"])
+    assert released["released_at"] is not None and released["released_by"]
+    by_recording = client.get(f"/v1/legal-holds/{on_recording}", headers=compliance).json()
+    assert by_recording["recording_ids"] == [recording["id"]]
+
+    missing = client.get("/v1/legal-holds/hold_nope", headers=compliance)
+    assert missing.status_code == 404
+    assert missing.json()["error"] == "unknown_hold"
+    for role in (acme.client_admin, acme.integrator):
+        assert client.get("/v1/legal-holds", headers=role).status_code == 403
+        assert client.get(f"/v1/legal-holds/{on_client}", headers=role).status_code == 403
