@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
-from bench import call_hook, consent_decide, purge, report, store_rss, store_upload
+from bench import (
+    call_hook,
+    consent_decide,
+    purge,
+    report,
+    store_cpu,
+    store_rss,
+    store_typical,
+    store_upload,
+)
 
 if __name__ == "__main__":
     print("== storage: encrypted streaming store vs raw put_object ==")
     store_upload.run()
+    print("== storage: a typical call (3 min, two channels, Ogg/Opus) vs raw put_object ==")
+    store_typical.run()
+    print("== storage: callrec's CPU per 64 MiB store vs AES-GCM + SHA-256 alone ==")
+    store_cpu.run()
     print("== storage: memory while storing 1 GiB ==")
     store_rss.run()
     print("== consent: decide() with 10,000 clients and 100,000 grants ==")
