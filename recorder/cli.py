@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import signal
+import socket
 import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from recorder.cli_common import CLI_ACTOR, cli_settings, err, out, utc_now
 from recorder.cli_tenants import clients_app, consent_app, keys_app
-from storage.errors import CallrecError
-
-if TYPE_CHECKING:
-    pass
+from storage.errors import CallrecError, ConfigError
 
 app = typer.Typer(help="callrec: call-recording consent and retention.", no_args_is_help=True)
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
@@ -42,15 +41,23 @@ def serve(
     from storage.backend import StorageBackend
 
     settings = cli_settings()
+    host = host or settings.http_host
+    port = settings.http_port if port is None else port
+    # Bound before anything starts, so a port in use costs one line, not a started S3.
+    listener = _listen(host, port)
     backend = StorageBackend(settings)
-    backend.start(now=utc_now())
+    try:
+        backend.start(now=utc_now())
+    except BaseException:
+        listener.close()
+        raise
     jobs = start_jobs(backend)
     try:
         server = uvicorn.Server(
             uvicorn.Config(
                 create_app(backend),
-                host=host or settings.http_host,
-                port=settings.http_port if port is None else port,
+                host=host,
+                port=port,
                 log_level=settings.log_level.lower(),
                 lifespan="on",
             )
@@ -59,10 +66,23 @@ def serve(
         # Ctrl-C and SIGTERM end here as a clean exit, after the backend has stopped.
         signal.signal(signal.SIGTERM, _exit_cleanly)
         with contextlib.suppress(KeyboardInterrupt):
-            server.run()
+            server.run(sockets=[listener])
     finally:
+        listener.close()
         jobs.shutdown(wait=True)
         backend.stop()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The HTTP listening socket; ConfigError (one line, exit 2) if it cannot be had."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        reason = "in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+        raise ConfigError(
+            f"cannot listen on {host}:{port} (CALLREC_HTTP_HOST/CALLREC_HTTP_PORT): {reason}"
+        ) from None
 
 
 def _exit_cleanly(*_: object) -> None:

@@ -7,6 +7,7 @@ once by the entry point (CLI or app factory) and passed down as arguments.
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
@@ -18,6 +19,17 @@ MIB = 1024 * 1024
 
 # Secrets that ship in examples; a deployment that keeps one of them is refused.
 _PLACEHOLDER_SECRETS = {"changeme", "change-me", "changethis", "secret", "password", "admin"}
+
+
+# Distinct characters below which a key is guessable: a random 16-character hex key
+# has fewer than this about twice in 100,000 draws.
+_MIN_DISTINCT = 6
+
+
+def _guessable(key: str) -> bool:
+    """True for keys a person types rather than generates: few characters, or a run."""
+    steps = {ord(b) - ord(a) for a, b in pairwise(key)}
+    return len(set(key)) < _MIN_DISTINCT or steps <= {1} or steps <= {-1}
 
 
 class Settings(BaseSettings):
@@ -72,8 +84,16 @@ class Settings(BaseSettings):
     @field_validator("admin_key")
     @classmethod
     def _admin_key_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < 16:
+        if value is None:
+            return value
+        key = value.get_secret_value()
+        if len(key) < 16:
             raise ValueError("must be at least 16 characters")
+        if _guessable(key):
+            raise ValueError(
+                "low entropy (too few distinct characters, or a run like abcd…); "
+                "generate one, e.g. `openssl rand -hex 24`"
+            )
         return value
 
     @property

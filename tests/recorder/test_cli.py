@@ -83,6 +83,23 @@ def test_refuses_placeholder_admin_key(tmp_path: Path) -> None:
     _assert_one_clear_line(result, "CALLREC_ADMIN_KEY")
 
 
+@pytest.mark.parametrize("weak", ["aaaaaaaaaaaaaaaa", "abababababababababab", "abcdefghijklmnop"])
+def test_refuses_a_low_entropy_admin_key(tmp_path: Path, weak: str) -> None:
+    result = _run(_env(tmp_path, admin_key=weak), "serve")
+    _assert_one_clear_line(result, "CALLREC_ADMIN_KEY")
+    assert "low entropy" in result.stderr
+
+
+def test_serve_on_a_port_in_use_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _run(_env(tmp_path / "var"), "serve", "--port", str(port))
+    _assert_one_clear_line(result, "in use")
+    assert not (tmp_path / "var" / "s3").exists(), "nothing started before the port was had"
+
+
 def test_refuses_a_database_url_without_a_master_key(s3_server: EmbeddedS3, tmp_path: Path) -> None:
     settings = _external_s3(s3_server, database_url=f"sqlite:///{tmp_path / 'x.db'}")
     settings.pop("master_key")
