@@ -25,6 +25,7 @@ from consent.api import ApiContext
 from consent.ledger import ConsentEvent
 from recorder import recordings
 from recorder.errors import install_error_handlers
+from recorder.openapi import install_openapi
 from retention import api as retention_api
 from retention.purge import Purger
 from retention.withdrawal import withdraw_revoked_purposes
@@ -56,6 +57,9 @@ def create_app(
         summary="Call-recording consent and retention pipeline",
         version="0.1.0",
         lifespan=lifespan,
+        # Served by install_openapi from bundled assets: no CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
     app.state.api_context = ApiContext(
@@ -101,6 +105,7 @@ def create_app(
             return JSONResponse({"error": "not_ready", "detail": str(exc)}, status_code=503)
         return JSONResponse({"status": "ready", "database": "ok", "s3": "ok"})
 
+    install_openapi(app, roles_of=lambda _dependant: ())
     return app
 
 

@@ -105,7 +105,18 @@ def _check_call_allows_audio(session: Session, client_id: str, call_id: str) -> 
 @router.put(
     "/calls/{call_id}/recording",
     status_code=status.HTTP_201_CREATED,
-    responses={202: {"description": "accepted; stored once S3 is back"}},
+    responses={202: {"description": "Accepted; stored once S3 is back.", "model": RecordingPublic}},
+    # The body is read as a stream, not parsed: its media types are documented here.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "The audio as recorded: WAV, MP3, Ogg (Vorbis or Opus) or FLAC.",
+            "content": {
+                media_type: {"schema": {"type": "string", "format": "binary"}}
+                for media_type in audio.SUPPORTED_TYPES
+            },
+        }
+    },
 )
 async def upload_recording(
     call_id: str,
@@ -219,7 +230,11 @@ def get_recording(recording_id: str, context: Context, principal: Reader) -> Rec
 @router.get(
     "/recordings/{recording_id}/audio",
     response_class=FileResponse,
-    responses={200: {"content": {"audio/ogg": {}}}},
+    responses={
+        200: {"content": {"audio/ogg": {}}},
+        409: {"description": "The recording is restricted, or not stored (yet, or any more)."},
+        410: {"description": "The recording's key was destroyed (client offboarded)."},
+    },
 )
 def get_audio(
     recording_id: str, request: Request, context: Context, vault: VaultDep, principal: Reader

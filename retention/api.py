@@ -145,7 +145,11 @@ def get_subject_request(
 @router.get(
     "/subject-requests/{request_id}/export",
     response_class=FileResponse,
-    responses={200: {"content": {"application/zip": {}}}},
+    responses={
+        200: {"content": {"application/zip": {}}},
+        409: {"description": "Not an access request."},
+        410: {"description": "A recording's key was destroyed (client offboarded)."},
+    },
 )
 def export_subject_data(
     request_id: str, request: Request, context: Context, principal: Requester
