@@ -1,165 +1,22 @@
-"""HTTP routes of the consent layer, and the one authorization dependency every route uses."""
+"""HTTP routes of the consent layer: clients, API keys, the consent ledger, retention.
+
+Authentication lives in ``consent.api_auth``, the app context in ``consent.api_context``
+and the call routes in ``consent.api_calls``; ``router`` carries them all.
+"""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime
-from functools import cached_property
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-import sqlalchemy as sa
-from fastapi import APIRouter, Depends, Header, Request, status
+from fastapi import APIRouter, Depends, status
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy.engine import Engine
-from sqlmodel import Session
 
-from consent import apikeys, calls, clients, ledger, registry
+from consent import api_calls, apikeys, clients, ledger, registry
+from consent.api_auth import Admin, Caller, allow, allow_client, tenant_of
+from consent.api_context import ApiContext, Context
 from consent.apikeys import ApiKeyPublic, IssuedKey, Principal, Role
 from consent.clients import ClientCreate, ClientPublic
-from consent.decision import unavailable
-from consent.errors import (
-    ConsentError,
-    NotFound,
-    PermissionDenied,
-    StateConflict,
-    Unauthenticated,
-)
-from consent.reader import ConsentReader
-from storage.audit import AuditEntry, AuditLog
-from storage.db import session_scope
-from storage.errors import DatabaseUnavailable
-from storage.group_commit import GroupCommit
-from storage.keyring import Keyring
-
-log = logging.getLogger(__name__)
-
-
-@dataclass
-class ApiContext:
-    """What the routes need, built once by the app: no globals."""
-
-    engine: Engine
-    audit: AuditLog
-    keyring: Keyring
-    clock: Callable[[], datetime]
-    admin_key: str | None = None
-    sip_uri_host: str = "127.0.0.1:5080"
-    # Set by the app: what a revocation with purge_existing does to existing
-    # recordings (retention's job; consent cannot import it).
-    on_purge_existing: Callable[[Session, ledger.ConsentEvent, str, datetime], None] | None = None
-    # Per-process caches of what decisions read; see consent.reader for why they hold.
-    consent_reader: ConsentReader = field(default_factory=ConsentReader)
-    # Where call setups' writes are committed together; ``close()`` stops its thread.
-    group_commit: GroupCommit = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.group_commit = GroupCommit(self.engine, self.audit, self.clock)
-
-    def close(self) -> None:
-        self.group_commit.close()
-
-    @contextmanager
-    def write(self) -> Iterator[Session]:
-        """A unit of work that writes; committed when the block ends without error."""
-        with session_scope(self.engine) as session:
-            yield session
-
-    @contextmanager
-    def read(self) -> Iterator[Session]:
-        with Session(self.engine) as session:
-            yield session
-
-    @staticmethod
-    def pepper_of(keyring: Keyring) -> bytes:
-        """The key that hashes API key secrets."""
-        return keyring.derive("api-keys")
-
-    # Derived once: the master key does not change while the process runs.
-    @cached_property
-    def key_pepper(self) -> bytes:
-        return self.pepper_of(self.keyring)
-
-    @cached_property
-    def phone_key(self) -> bytes:
-        return self.keyring.derive("phone-hash")
-
-
-async def get_context(request: Request) -> ApiContext:
-    # Async although it never waits: FastAPI runs a sync dependency in a worker thread,
-    # a hop that would cost more than the look-up.
-    context: ApiContext = request.app.state.api_context
-    return context
-
-
-Context = Annotated[ApiContext, Depends(get_context)]
-
-
-def authenticate(
-    context: Context, authorization: Annotated[str | None, Header()] = None
-) -> Principal:
-    """The caller behind ``Authorization: Bearer <key>``."""
-    token = _bearer_token(authorization)
-    with context.read() as session:
-        return _principal(session, context, token)
-
-
-def _bearer_token(authorization: str | None) -> str:
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthenticated("missing api key: send 'Authorization: Bearer <key>'")
-    return token.strip()
-
-
-def _principal(session: Session | sa.Connection, context: ApiContext, token: str) -> Principal:
-    return apikeys.authenticate(
-        session, token, pepper=context.key_pepper, bootstrap_admin_key=context.admin_key
-    )
-
-
-Caller = Annotated[Principal, Depends(authenticate)]
-
-
-def allow(*roles: Role) -> Callable[[Principal], Principal]:
-    """A dependency that lets through admins and the given roles (403 for the rest)."""
-    allowed = frozenset({Role.ADMIN, *roles})
-
-    def check(principal: Caller) -> Principal:
-        if principal.role not in allowed:
-            raise PermissionDenied(f"a {principal.role} key may not do this")
-        return principal
-
-    return check
-
-
-def allow_client(*roles: Role) -> Callable[[str, Principal], Principal]:
-    """Like ``allow``, for routes under ``/v1/clients/{client}``.
-
-    A key bound to another client gets 404, exactly as for a client that does not
-    exist, so that client ids do not leak.
-    """
-    check_role = allow(*roles)
-
-    def check(client: str, principal: Caller) -> Principal:
-        check_role(principal)
-        if principal.client_id is not None and principal.client_id != client:
-            raise NotFound(f"no client {client}")
-        return principal
-
-    return check
-
-
-def tenant_of(principal: Principal) -> str:
-    """The client a client-bound key acts for."""
-    if principal.client_id is None:
-        raise PermissionDenied("this route needs a key bound to a client")
-    return principal.client_id
-
-
-Admin = Annotated[Principal, Depends(allow())]
-Integrator = Annotated[Principal, Depends(allow(Role.INTEGRATOR))]
+from consent.errors import PermissionDenied, StateConflict
 
 router = APIRouter(prefix="/v1")
 
@@ -174,30 +31,6 @@ class LedgerPublic(BaseModel):
     client_id: str
     grants: list[ledger.GrantPublic]
     events: list[dict[str, Any]]
-
-
-class DecisionPublic(BaseModel):
-    decision_id: str
-    call_id: str
-    record: bool
-    reason: str
-    purposes: list[str]
-    expires: dict[str, datetime]
-    announcement_required: bool
-    awaiting_caller_consent: bool
-    rule: str
-    rule_jurisdiction: str | None
-    grant_id: str | None
-    grant_version: int | None
-    state: str
-    whip_url: str | None = None
-    siprec_uri: str | None = None
-    upload_url: str | None = None
-
-
-class CallStatePublic(BaseModel):
-    call_id: str
-    state: str
 
 
 @router.post("/clients", status_code=status.HTTP_201_CREATED, tags=["clients"])
@@ -390,156 +223,7 @@ def list_purposes(context: Context, principal: Caller) -> dict[str, list[registr
         return {"items": [registry.to_public(p) for p in registry.purposes(session).values()]}
 
 
-def _decision_public(context: ApiContext, row: calls.DecisionView) -> DecisionPublic:
-    expires = row.purpose_expiries()
-    live = row.record or row.awaiting_caller_consent
-    return DecisionPublic(
-        decision_id=row.id,
-        call_id=row.call_id,
-        record=row.record,
-        reason=row.reason,
-        purposes=sorted(expires),
-        expires=expires,
-        announcement_required=row.announcement_required,
-        awaiting_caller_consent=row.awaiting_caller_consent,
-        rule=row.rule,
-        rule_jurisdiction=row.rule_jurisdiction,
-        grant_id=row.grant_id,
-        grant_version=row.grant_version,
-        state=row.state,
-        whip_url=f"/v1/whip/{row.id}" if live and row.channel == "whip" else None,
-        siprec_uri=(
-            f"sip:{row.client_id}@{context.sip_uri_host}"
-            if live and row.channel == "siprec"
-            else None
-        ),
-        upload_url=f"/v1/calls/{row.call_id}/recording"
-        if live and row.channel == "upload"
-        else None,
-    )
+router.include_router(api_calls.router)
 
-
-@router.post("/calls", tags=["calls"])
-async def call_hook(
-    body: calls.CallRequest,
-    context: Context,
-    authorization: Annotated[str | None, Header()] = None,
-) -> DecisionPublic:
-    """Ask, at call setup, whether this call may be recorded (fails closed)."""
-    work = _decision_work(context, body, _bearer_token(authorization))
-    try:
-        # Committed with the other call setups waiting at the same moment.
-        answer = await context.group_commit.run(work)
-    except (sa.exc.SQLAlchemyError, DatabaseUnavailable):
-        return _unavailable(body.call_id)
-    return _answer(context, answer)
-
-
-def decide_call(context: ApiContext, body: calls.CallRequest, token: str) -> DecisionPublic:
-    """The call hook's answer for an integrator ``token``, in a transaction of its own."""
-    work = _decision_work(context, body, token)
-    try:
-        answer = context.group_commit.run_alone(work)
-    except (sa.exc.SQLAlchemyError, DatabaseUnavailable):
-        return _unavailable(body.call_id)
-    return _answer(context, answer)
-
-
-def _decision_work(
-    context: ApiContext, body: calls.CallRequest, token: str
-) -> Callable[[sa.Connection, list[AuditEntry]], calls.DecisionView | ConsentError]:
-    """The key check and the decision, for one transaction (blocking: database).
-
-    A refused key is the work's result, not an exception: an exception would roll back
-    the other call setups committed with this one.
-    """
-
-    def work(
-        connection: sa.Connection, events: list[AuditEntry]
-    ) -> calls.DecisionView | ConsentError:
-        try:
-            principal = allow(Role.INTEGRATOR)(_principal(connection, context, token))
-        except ConsentError as refused:
-            return refused
-        return calls.ask(
-            connection,
-            client_id=tenant_of(principal),
-            request=body,
-            phone_key=context.phone_key,
-            reader=context.consent_reader,
-            actor=principal.actor,
-            events=events,
-            now=context.clock(),
-        )
-
-    return work
-
-
-def _answer(context: ApiContext, answer: calls.DecisionView | ConsentError) -> DecisionPublic:
-    if isinstance(answer, ConsentError):
-        raise answer
-    return _decision_public(context, answer)
-
-
-def _unavailable(call_id: str) -> DecisionPublic:
-    # Fail closed: consent that cannot be read is consent that was not given, and the
-    # answer is a plain "do not record", never an error a platform might ignore.
-    log.error("consent unavailable for call %s: answering do-not-record", call_id)
-    decision = unavailable()
-    return DecisionPublic(
-        decision_id="",
-        call_id=call_id,
-        record=False,
-        reason=decision.reason,
-        purposes=[],
-        expires={},
-        announcement_required=False,
-        awaiting_caller_consent=False,
-        rule=decision.rule,
-        rule_jurisdiction=None,
-        grant_id=None,
-        grant_version=None,
-        state="open",
-    )
-
-
-@router.post("/calls/{call_id}/caller-consent", tags=["calls"])
-def caller_consent(
-    call_id: str, body: calls.CallerConsentRequest, context: Context, principal: Integrator
-) -> DecisionPublic:
-    """Report the caller's answer to the notice; audio is kept only after `accepted`."""
-    with context.write() as session:
-        row = calls.answer_caller_consent(
-            session,
-            client_id=tenant_of(principal),
-            call_id=call_id,
-            request=body,
-            actor=principal.actor,
-            audit=context.audit,
-            now=context.clock(),
-        )
-        return _decision_public(context, calls.DecisionView.of(row))
-
-
-@router.post("/calls/{call_id}/{action}", tags=["calls"])
-def call_action(
-    call_id: str,
-    action: Literal["pause", "resume", "opt-out", "end"],
-    context: Context,
-    principal: Integrator,
-) -> CallStatePublic:
-    """Pause (leaves silence), resume, opt out (stops and discards) or end a call."""
-    with context.write() as session:
-        row = calls.change_state(
-            session,
-            client_id=tenant_of(principal),
-            call_id=call_id,
-            action=action,
-            actor=principal.actor,
-            audit=context.audit,
-            now=context.clock(),
-        )
-        return CallStatePublic(call_id=row.call_id, state=row.state)
-
-
+# Re-exported: the routes of other packages import these from here.
 __all__ = ["ApiContext", "Caller", "Context", "allow", "allow_client", "router", "tenant_of"]

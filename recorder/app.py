@@ -21,7 +21,7 @@ from prometheus_client import (
 from sqlmodel import Session
 
 from consent import api as consent_api
-from consent.api import ApiContext
+from consent.api_context import ApiContext
 from consent.ledger import ConsentEvent
 from recorder import recordings
 from recorder.errors import install_error_handlers

@@ -87,7 +87,7 @@ def keys_issue(
 ) -> None:
     """Issue an API key; the key is printed once and never stored."""
     from consent import apikeys
-    from consent.api import ApiContext
+    from consent.api_context import ApiContext
     from storage.db import session_scope
 
     db = open_database(cli_settings())

@@ -15,7 +15,8 @@ from sqlmodel import Session, select
 from starlette.background import BackgroundTask
 
 from consent import calls
-from consent.api import ApiContext, Context, allow, tenant_of
+from consent.api_auth import allow, tenant_of
+from consent.api_context import ApiContext, Context
 from consent.apikeys import Principal, Role
 from consent.errors import (
     InvalidRequest,

@@ -16,7 +16,8 @@ from pydantic import BaseModel
 from starlette.background import BackgroundTask
 
 from consent import clients
-from consent.api import ApiContext, Context, allow
+from consent.api_auth import allow
+from consent.api_context import ApiContext, Context
 from consent.apikeys import Principal, Role
 from consent.errors import NotFound, StateConflict
 from retention import holds, subjects

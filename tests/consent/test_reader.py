@@ -12,7 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from consent import apikeys, ledger
-from consent.api import ApiContext, decide_call
+from consent.api_calls import decide_call
+from consent.api_context import ApiContext
 from consent.apikeys import Role
 from consent.calls import CallRequest
 from consent.clients import ClientCreate, create_client, offboard_client
