@@ -27,6 +27,7 @@ from recorder import recordings
 from recorder.errors import install_error_handlers
 from recorder.openapi import install_openapi
 from retention import api as retention_api
+from retention import audit_api
 from retention.purge import Purger
 from retention.withdrawal import withdraw_revoked_purposes
 from storage.backend import StorageBackend
@@ -90,6 +91,7 @@ def create_app(
     app.include_router(consent_api.router)
     app.include_router(recordings.router)
     app.include_router(retention_api.router)
+    app.include_router(audit_api.router)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:
