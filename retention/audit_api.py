@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 
-from consent.api import Context, allow
+from consent.api_auth import allow
+from consent.api_context import Context
 from consent.apikeys import Principal, Role
 from retention import audit_trail
 
