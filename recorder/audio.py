@@ -24,12 +24,14 @@ from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
 
 import av
 from av.audio.frame import AudioFrame
 from av.audio.resampler import AudioResampler
 from av.container import InputContainer
+
+from recorder._exceptions import AudioError as AudioError
+from recorder._exceptions import InvalidAudio, UnsupportedAudio
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +48,6 @@ _FRAME = 960  # 20 ms at 48 kHz: the encoder's frame size
 _ID3_MAX_TAGS = 4  # bound the sniffing loop on files that chain ID3 tags
 
 
-class AudioError(ValueError):
-    """Unusable upload; ``code`` is ``unsupported_media_type`` (415) or ``invalid_audio`` (422)."""
-
-    def __init__(
-        self, code: Literal["unsupported_media_type", "invalid_audio"], message: str
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 @dataclass(frozen=True, slots=True)
 class AudioInfo:
     """What ``probe`` found; ``duration_s`` is what the container declares or estimates."""
@@ -68,7 +60,7 @@ class AudioInfo:
 
 
 def _invalid(message: str) -> AudioError:
-    return AudioError("invalid_audio", message)
+    return InvalidAudio(message)
 
 
 def _sniff(path: Path) -> str | None:
@@ -111,7 +103,7 @@ def probe(path: Path, content_type: str) -> AudioInfo:
     declared = content_type.split(";", 1)[0].strip().lower()
     fmt = SUPPORTED_TYPES.get(declared)
     if fmt is None:
-        raise AudioError("unsupported_media_type", f"unsupported content type {declared!r}")
+        raise UnsupportedAudio(f"unsupported content type {declared!r}")
     if path.stat().st_size == 0:
         raise _invalid("empty body")
     found = _sniff(path)

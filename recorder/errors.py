@@ -1,4 +1,8 @@
-"""The one place where errors become HTTP answers: ``{"error": code, "detail": …}``."""
+"""The one place where errors become HTTP answers: ``{"error": code, "detail": …}``.
+
+Each package raises from its own tree (``storage.errors``, ``consent.errors``,
+``retention.errors``, ``recorder._exceptions``); ``_STATUS`` gives each class its status.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from consent import errors as consent_errors
+from recorder import _exceptions as recorder_errors
+from retention import errors as retention_errors
 from storage import errors as storage_errors
 
 log = logging.getLogger(__name__)
@@ -25,6 +31,12 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (consent_errors.PayloadTooLarge, 413),
     (consent_errors.UnsupportedMedia, 415),
     (consent_errors.StateConflict, 409),
+    (retention_errors.NotFound, 404),
+    (retention_errors.InvalidRequest, 422),
+    (retention_errors.StateConflict, 409),
+    (recorder_errors.UnsupportedAudio, 415),
+    (recorder_errors.InvalidAudio, 422),
+    (recorder_errors.AudioError, 422),
     (storage_errors.ObjectNotFound, 404),
     (storage_errors.KeyDestroyed, 410),
     (storage_errors.InvalidTransition, 409),
@@ -32,6 +44,11 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (storage_errors.DatabaseUnavailable, 503),
     (storage_errors.CallrecError, 500),
 ]
+
+
+def status_of(error: type[Exception]) -> int:
+    """The HTTP status of an error class: the first entry of ``_STATUS`` it falls under."""
+    return next(status for cls, status in _STATUS if issubclass(error, cls))
 
 
 def error_body(code: str, detail: object) -> dict[str, object]:
@@ -44,7 +61,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(storage_errors.CallrecError)
     async def _callrec(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, storage_errors.CallrecError)
-        status = next(status for cls, status in _STATUS if isinstance(exc, cls))
+        status = status_of(type(exc))
         if status >= 500:
             log.error("%s: %s", exc.code, exc)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None

@@ -19,13 +19,12 @@ from consent.api_auth import allow, tenant_of
 from consent.api_context import ApiContext, Context
 from consent.apikeys import Principal, Role
 from consent.errors import (
-    InvalidRequest,
     NotFound,
     PayloadTooLarge,
     StateConflict,
-    UnsupportedMedia,
 )
 from recorder import audio
+from recorder._exceptions import UnsupportedAudio
 from retention.holds import held_from_the_start
 from storage import catalog
 from storage.catalog import Recording, RecordingState
@@ -139,7 +138,7 @@ async def upload_recording(
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type not in audio.SUPPORTED_TYPES:
         accepted = ", ".join(sorted(audio.SUPPORTED_TYPES))
-        raise UnsupportedMedia(f"content type {media_type or '(none)'} is not one of {accepted}")
+        raise UnsupportedAudio(f"content type {media_type or '(none)'} is not one of {accepted}")
     with tempfile.NamedTemporaryFile(dir=request.app.state.scratch_dir, suffix=".upload") as body:
         size = 0
         async for piece in request.stream():
@@ -160,12 +159,7 @@ async def upload_recording(
 def _store_upload(
     context: ApiContext, vault: Vault, call: calls.CallDecision, path: Path, content_type: str
 ) -> Recording:
-    try:
-        info = audio.probe(path, content_type)
-    except audio.AudioError as exc:
-        if exc.code == "unsupported_media_type":
-            raise UnsupportedMedia(str(exc)) from exc
-        raise InvalidRequest(str(exc), code="invalid_audio") from exc
+    info = audio.probe(path, content_type)  # an AudioError is answered 415 or 422
     now = context.clock()
     with context.read() as session:
         held = held_from_the_start(session, client_id=call.client_id, call_id=call.call_id)
@@ -188,7 +182,7 @@ def _store_upload(
             writer.write(piece)
     except audio.AudioError as exc:
         vault.discard(writer, reason=f"invalid audio: {exc}", now=context.clock())
-        raise InvalidRequest(str(exc), code="invalid_audio") from exc
+        raise
     except BaseException:
         vault.discard(writer, reason="upload failed", now=context.clock())
         raise

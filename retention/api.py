@@ -19,8 +19,8 @@ from consent import clients
 from consent.api_auth import allow
 from consent.api_context import ApiContext, Context
 from consent.apikeys import Principal, Role
-from consent.errors import NotFound, StateConflict
 from retention import holds, subjects
+from retention.errors import NotFound, StateConflict
 from retention.purge import Purger
 from retention.report import build_report, to_json
 from retention.report_csv import to_csv

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlmodel import Field as SQLField
 from sqlmodel import Session, SQLModel, col, select
 
-from consent.errors import InvalidRequest, NotFound, StateConflict
+from retention.errors import InvalidRequest, NotFound, StateConflict
 from storage import catalog
 from storage.audit import AuditLog
 from storage.catalog import Recording

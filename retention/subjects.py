@@ -20,9 +20,9 @@ from sqlmodel import Field as SQLField
 from sqlmodel import Session, SQLModel, col, select
 
 from consent.calls import CallDecision
-from consent.errors import InvalidRequest, NotFound
 from consent.objections import add_objection
 from consent.phones import hash_phone
+from retention.errors import InvalidRequest, NotFound
 from retention.holds import holds_covering
 from retention.purge import Purger
 from storage import catalog
