@@ -8,7 +8,7 @@ import signal
 import socket
 import sys
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -93,7 +93,11 @@ def _exit_cleanly(*_: object) -> None:
 def purge(
     as_of: Annotated[
         datetime | None,
-        typer.Option("--as-of", help="Purge as if it were this time (UTC); default now"),
+        typer.Option(
+            "--as-of",
+            help="Purge as if it were this time (UTC; default now); "
+            "a time ahead only with --dry-run",
+        ),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show, change nothing")] = False,
 ) -> None:
@@ -103,23 +107,20 @@ def purge(
     import consent.models  # noqa: F401  (every table known, so foreign keys resolve)
     import retention.models  # noqa: F401
     from retention.purge import Purger
+    from retention.sweeps import check_as_of, sweep_as_of
     from storage.backend import StorageBackend
 
     started = utc_now()
     when = started if as_of is None else as_of.replace(tzinfo=as_of.tzinfo or UTC)
-    if when < started - timedelta(minutes=1):
-        from consent.errors import InvalidRequest
-
-        raise InvalidRequest(
-            f"--as-of {when:%Y-%m-%d %H:%M} is in the past; purges run as of now or later"
-        )
+    check_as_of(when, now=started, dry_run=dry_run)  # before anything starts
     backend = StorageBackend(cli_settings())
     backend.start(now=started)
     try:
         purger = Purger.for_backend(backend)
         with Progress(console=err, transient=True) as progress:
             task = progress.add_task("purging", total=None)
-            report = purger.sweep(
+            report = sweep_as_of(
+                purger,
                 as_of=when,
                 now=started,
                 dry_run=dry_run,

@@ -70,6 +70,15 @@ def due_recordings(session: Session, *, as_of: datetime, limit: int | None = Non
     return list(session.execute(query).scalars())
 
 
+# Why a recording was purged, as its certificate says (``reason``); the report groups by it.
+RETENTION, ERASURE, REVOCATION, CALLER_OPT_OUT = (
+    "retention",
+    "erasure",
+    "revocation",
+    "caller_opt_out",
+)
+
+
 @dataclass(frozen=True)
 class PurgeOrder:
     """One recording to purge, and why (for its certificate)."""
@@ -77,6 +86,7 @@ class PurgeOrder:
     recording: Recording
     rule: str
     purposes: Mapping[str, datetime] = field(default_factory=dict)  # what it had left
+    reason: str = RETENTION  # the cause, a stable code; ``rule`` says it in words
 
     @property
     def last_expiry(self) -> datetime | None:
@@ -230,12 +240,20 @@ class Purger:
         catalog.remove_purposes(session, [recording.id], removed)
 
     def purge_recording(
-        self, session: Session, recording: Recording, *, rule: str, actor: str, now: datetime
+        self,
+        session: Session,
+        recording: Recording,
+        *,
+        rule: str,
+        reason: str,
+        actor: str,
+        now: datetime,
     ) -> None:
-        """Purge one recording in the caller's transaction; raise if S3 keeps it."""
+        """Purge one recording now, before its expiry (``reason`` says why), in the
+        caller's transaction; raise if S3 keeps it."""
         purposes = catalog.purposes_of(session, recording.id)
         if self.purge_recordings(
-            session, [PurgeOrder(recording, rule, purposes)], actor=actor, now=now
+            session, [PurgeOrder(recording, rule, purposes, reason)], actor=actor, now=now
         ):
             raise ObjectStoreError(f"{recording.object_key} still in the bucket after delete")
 
@@ -275,6 +293,7 @@ class Purger:
                         "sha256": recording.sha256,
                         "size": recording.size,
                         "rule": order.rule,
+                        "reason": order.reason,
                         "purposes": {p: f"{e:%Y-%m-%d}" for p, e in sorted(order.purposes.items())},
                         "last_expiry": last_expiry.isoformat() if last_expiry else None,
                         "versions_removed": deletions[recording.object_key].versions_removed,

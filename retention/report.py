@@ -12,11 +12,15 @@ Definitions the numbers follow:
 - The expiry forecast covers ``(now, now + 90 days]`` in 13 weeks (the last one is 6
   days long). A recording is *to be purged* in the week its last purpose expires; if a
   legal hold covers it now, it is counted as *held* instead (holds block the purge).
-- A purge is on time when its lag (purge time minus the time its last purpose expired)
-  is at most ``late_after``. The expiry comes from the certificate's ``last_expiry``
-  when present, otherwise from the date written in its ``rule`` text; that date has
-  day precision and is read as midnight UTC, so such lags are overestimated (by less
-  than a day), never hidden. Purges on request (erasure, revocation) have no lag.
+- A purge's cause is the ``reason`` its certificate carries (older certificates: read
+  from the words of its ``rule``). Its lag is the purge time minus the time its last
+  purpose expired: *early* below zero (before expiry: an erasure, a revocation with
+  ``purge_existing``, a caller's opt-out — never on time, whatever the cause), *on
+  time* up to ``late_after``, *late* beyond. The expiry comes from the certificate's
+  ``last_expiry`` when present, otherwise (retention only) from the date written in its
+  ``rule`` text; that date has day precision and is read as midnight UTC, so such lags
+  are overestimated (by less than a day), never hidden. Mean and max lag are over the
+  purges made at or after expiry.
 - Overdue: a live recording still carrying an expired purpose (holds never keep a
   purpose alive), or left with no purpose and no hold. Held ones are listed apart.
 - Consent coverage: live recordings whose own client's call decision said
@@ -38,6 +42,7 @@ from sqlmodel import Session
 from consent.calls import CallDecision
 from consent.registry import Purpose, RetentionOverride
 from retention.holds import LegalHold, LegalHoldTarget
+from retention.purge import CALLER_OPT_OUT, ERASURE, RETENTION, REVOCATION
 from retention.reconcile import ReconciliationReport
 from retention.report_model import (
     AGE_BUCKETS,
@@ -47,6 +52,7 @@ from retention.report_model import (
     ClientCount,
     Coverage,
     CoverageRow,
+    EarlyPurge,
     ForecastWeek,
     HoldRow,
     Holds,
@@ -507,7 +513,7 @@ def _lag_seconds(
 
 
 def _purges(scope: _Scope, start: datetime, late_after: timedelta) -> Purges:
-    """Deletion certificates of the period, by cause; lags only for retention purges."""
+    """Deletion certificates of the period, by cause, each timed against its last expiry."""
     in_period = [_E.c.at > start, _E.c.at <= scope.now, *scope.own(_E.c.client_id)]
     fields = (
         sa.select(
@@ -515,6 +521,7 @@ def _purges(scope: _Scope, start: datetime, late_after: timedelta) -> Purges:
             _E.c.client_id,
             _E.c.at,
             _json_text(scope, "rule").label("rule"),
+            _json_text(scope, "reason").label("reason"),
             _json_text(scope, "last_expiry").label("last_expiry"),
         )
         .where(_E.c.kind == "recording.purged", *in_period)
@@ -524,12 +531,9 @@ def _purges(scope: _Scope, start: datetime, late_after: timedelta) -> Purges:
     )
     f = fields.c
     by_date, bare = f.rule.like(f"{_RULE_PREFIX}%"), f.rule.like("no purpose left%")
-    expired_at = sa.case(
-        (
-            by_date,
-            sa.func.coalesce(f.last_expiry, sa.func.substr(f.rule, len(_RULE_PREFIX) + 1, 10)),
-        ),
-        (bare, f.last_expiry),
+    expired_at = sa.func.coalesce(
+        f.last_expiry,
+        sa.case((by_date, sa.func.substr(f.rule, len(_RULE_PREFIX) + 1, 10))),
     )
     certificates = (
         sa.select(
@@ -537,9 +541,12 @@ def _purges(scope: _Scope, start: datetime, late_after: timedelta) -> Purges:
             f.client_id,
             f.at,
             sa.case(
-                (sa.or_(by_date, bare), "retention"),
-                (f.rule.like("erasure%"), "erasure"),
-                (f.rule.like("consent % revoked%"), "revocation"),
+                # Certificates carry their reason; older ones only say it in their rule.
+                (f.reason.is_not(None), f.reason),
+                (sa.or_(by_date, bare), RETENTION),
+                (f.rule.like("erasure%"), ERASURE),
+                (f.rule.like("consent % revoked%"), REVOCATION),
+                (sa.or_(f.rule.like("%opt-out%"), f.rule.like("%opt_out%")), CALLER_OPT_OUT),
                 else_="other",
             ).label("cause"),
             _lag_seconds(scope, f.at, expired_at).label("lag"),
@@ -549,16 +556,20 @@ def _purges(scope: _Scope, start: datetime, late_after: timedelta) -> Purges:
         .prefix_with("MATERIALIZED", dialect="postgresql")
     )
     c, grace = certificates.c, late_after.total_seconds()
+    # Before its last purpose expired is early, whatever the cause: never on time.
+    kept = c.lag >= 0
     totals = sa.select(
         c.cause,
         sa.func.count(),
-        sa.func.sum(sa.case((c.lag <= grace, 1), else_=0)),
+        sa.func.sum(sa.case((sa.and_(kept, c.lag <= grace), 1), else_=0)),
         sa.func.sum(sa.case((c.lag > grace, 1), else_=0)),
+        sa.func.sum(sa.case((c.lag < 0, 1), else_=0)),
         sa.func.sum(sa.case((c.lag.is_not(None), c.day), else_=0)),
-        sa.func.avg(c.lag),
-        sa.func.max(c.lag),
+        sa.func.avg(sa.case((kept, c.lag))),
+        sa.func.max(sa.case((kept, c.lag))),
     ).group_by(c.cause)
     late = sa.select(c.subject, c.client_id, c.at, c.lag).where(c.lag > grace)
+    early = sa.select(c.subject, c.client_id, c.at, c.cause, c.lag).where(c.lag < 0)
     expired_events = sa.select(sa.func.count()).where(
         _E.c.kind == "recording.purposes_expired", *in_period
     )
@@ -571,12 +582,15 @@ def _purges(scope: _Scope, start: datetime, late_after: timedelta) -> Purges:
                 purged=n,
                 on_time=int(on_time or 0),
                 late=int(late or 0),
-                lag_unknown=n - int(on_time or 0) - int(late or 0) if cause == "retention" else 0,
+                early=int(early or 0),
+                lag_unknown=n - int(on_time or 0) - int(late or 0) - int(early or 0),
                 day_precision=int(day or 0),
                 mean_lag_hours=None if mean is None else round(float(mean) / 3600, 2),
                 max_lag_hours=None if top is None else round(float(top) / 3600, 2),
             )
-            for cause, n, on_time, late, day, mean, top in scope.rows(totals.order_by(c.cause))
+            for cause, n, on_time, late, early, day, mean, top in scope.rows(
+                totals.order_by(c.cause)
+            )
         ],
         late=[
             LatePurge(
@@ -587,6 +601,18 @@ def _purges(scope: _Scope, start: datetime, late_after: timedelta) -> Purges:
             )
             for subject, client, at, seconds in scope.rows(
                 late.order_by(c.lag.desc(), c.subject).limit(LIST_LIMIT)
+            )
+        ],
+        early=[
+            EarlyPurge(
+                recording_id=subject or "",
+                client_id=client,
+                purged_at=at,
+                cause=cause,
+                hours_before_expiry=round(-float(seconds) / 3600, 2),
+            )
+            for subject, client, at, cause, seconds in scope.rows(
+                early.order_by(c.at.desc(), c.subject).limit(LIST_LIMIT)
             )
         ],
     )

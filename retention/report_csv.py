@@ -60,6 +60,7 @@ def _sections(r: RetentionReport) -> Iterable[Block]:
     yield _models("forecast", rp.ForecastWeek, r.forecast)
     yield _models("purges", rp.PurgeRow, r.purges.by_cause)
     yield _models("late_purges", rp.LatePurge, r.purges.late)
+    yield _models("early_purges", rp.EarlyPurge, r.purges.early)
     yield _models("overdue", rp.OverdueItem, r.overdue.items)
     yield _models("holds", rp.HoldRow, r.holds.cases)
     yield "kept_only_by_hold", ("recording_id",), [(i,) for i in r.holds.kept_only_by_hold_ids]

@@ -189,11 +189,16 @@ def _sections(r: RetentionReport) -> list[str]:
             "A recording counts in the week its last purpose expires; one that a legal hold "
             "covers now counts as held, not purged: holds block the purge, nothing else."),
         _section("purges", "Purges in the period", _table(
-            "Cause|Purged|On time|Late|Lag unknown|Mean lag (h)|Max lag (h)", _rows(p.by_cause,
-            "cause purged on_time late lag_unknown mean_lag_hours max_lag_hours"), "No purge.")
+            "Cause|Purged|On time|Late|Early|Lag unknown|Mean lag (h)|Max lag (h)",
+            _rows(p.by_cause, "cause purged on_time late early lag_unknown mean_lag_hours "
+                  "max_lag_hours"), "No purge.")
             + _table("Late purge|Client|Purged at|Lag (h)",
-                     _rows(p.late, "recording_id client_id purged_at lag_hours"), "No late purge."),
-            f"On time: purged at most {p.late_after_hours:g} h after its last purpose expired. "
+                     _rows(p.late, "recording_id client_id purged_at lag_hours"), "No late purge.")
+            + _table("Early purge|Client|Purged at|Cause|Hours before expiry",
+                     _rows(p.early, "recording_id client_id purged_at cause hours_before_expiry"),
+                     "No early purge."),
+            f"On time: purged at most {p.late_after_hours:g} h after its last purpose expired; "
+            "early: purged before it expired (its cause says why). "
             f"{days} lag(s) count from the expiry date at 00:00 UTC (day precision, so never "
             f"under-stated). Recordings kept after losing an expired purpose: "
             f"{p.purposes_expired_events}."),

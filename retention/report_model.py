@@ -47,10 +47,11 @@ class ForecastWeek(_Row):
 
 
 class PurgeRow(_Row):
-    cause: str  # retention, erasure, revocation, other
+    cause: str  # retention, erasure, revocation, caller_opt_out, other
     purged: int
     on_time: int
     late: int
+    early: int  # purged before its last purpose expired
     lag_unknown: int
     day_precision: int
     mean_lag_hours: float | None
@@ -64,6 +65,14 @@ class LatePurge(_Row):
     lag_hours: float
 
 
+class EarlyPurge(_Row):
+    recording_id: str
+    client_id: str | None
+    purged_at: datetime
+    cause: str
+    hours_before_expiry: float
+
+
 class Purges(_Row):
     late_after_hours: float
     # Recordings that lost expired purposes and were kept (other purposes or a hold);
@@ -71,6 +80,7 @@ class Purges(_Row):
     purposes_expired_events: int
     by_cause: list[PurgeRow]
     late: list[LatePurge]
+    early: list[EarlyPurge]
 
 
 class OverdueItem(_Row):

@@ -24,7 +24,7 @@ from consent.objections import add_objection
 from consent.phones import hash_phone
 from retention.errors import InvalidRequest, NotFound
 from retention.holds import holds_covering
-from retention.purge import Purger
+from retention.purge import ERASURE, Purger
 from storage import catalog
 from storage.audit import AuditLog
 from storage.catalog import Recording, RecordingState
@@ -134,6 +134,7 @@ def submit(
                 session,
                 recording,
                 rule=f"erasure requested by the data subject ({row.id}; GDPR Art. 17)",
+                reason=ERASURE,
                 actor=actor,
                 now=now,
             )

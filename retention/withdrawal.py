@@ -15,7 +15,7 @@ from sqlmodel import Session, col, select
 from consent.calls import CallDecision
 from consent.ledger import ConsentEvent
 from retention.holds import holds_covering
-from retention.purge import Purger
+from retention.purge import REVOCATION, Purger
 from storage import catalog
 from storage.catalog import Recording, RecordingState
 
@@ -42,7 +42,9 @@ def withdraw_revoked_purposes(
         held = bool(holds_covering(session, recording))
         if not remaining and not held:
             rule = f"consent {revocation.grant_id} revoked with purge_existing"
-            purger.purge_recording(session, recording, rule=rule, actor=actor, now=now)
+            purger.purge_recording(
+                session, recording, rule=rule, reason=REVOCATION, actor=actor, now=now
+            )
             purged += 1
             continue
         purger.remove_purposes(session, recording, withdrawn, retag=remaining, held=held)

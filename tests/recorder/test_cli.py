@@ -250,6 +250,10 @@ def test_purge_command(tmp_path: Path) -> None:
     nonsense = _run(env, "purge", "--as-of", "the day after never")
     assert nonsense.returncode == 2
     assert "Traceback" not in nonsense.stderr
+    ahead = _run(env, "purge", "--as-of", "2099-01-01")
+    _assert_one_clear_line(ahead, "in the future")
+    assert "--dry-run" in ahead.stderr
+    assert not (tmp_path / "s3").exists(), "refused before anything started"
     dry = _run(env, "purge", "--as-of", "2099-01-01", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "would expire 0 purposes, would purge 0 recordings" in dry.stdout

@@ -254,6 +254,58 @@ def test_purges_are_split_by_cause_with_their_lag(report: RetentionReport) -> No
     assert p.purposes_expired_events == 1 and p.late_after_hours == 24
 
 
+def test_a_purge_before_expiry_is_early_with_its_cause(engine: Engine, now: datetime) -> None:
+    """However it came about, a purge before the last purpose expired is never on time."""
+    ahead = (now + 5 * DAY).isoformat()
+    prefix = "retention expired: last purpose ended"
+    with session_scope(engine) as s:
+        s.add(Client(id="acme", name="Acme", country="MA", created_at=now))
+        s.flush()
+        # `callrec purge --as-of` a week ahead, before that was refused: the date is ahead.
+        _purged(s, now - DAY, "acme", "p-ahead", f"{prefix} 2026-12-03 (as of 2026-12-04)",
+                last_expiry=ahead, reason="retention")  # fmt: skip
+        _purged(s, now - DAY, "acme", "p-ahead-old", f"{prefix} 2026-12-03 (as of 2026-12-04)")
+        _purged(s, now - 2 * DAY, "acme", "p-erased", "erasure requested by the data subject",
+                last_expiry=ahead, reason="erasure")  # fmt: skip
+        _purged(s, now - 3 * DAY, "acme", "p-revoked", "consent g1 revoked with purge_existing",
+                last_expiry=ahead, reason="revocation")  # fmt: skip
+        _purged(s, now - 4 * DAY, "acme", "p-opted-out", "the caller opted out (opt-out)",
+                last_expiry=ahead)  # fmt: skip
+        _purged(
+            s,
+            now - 5 * DAY,
+            "acme",
+            "p-due",
+            f"{prefix} 2026-11-23 (as of 2026-11-23)",
+            last_expiry=(now - 5 * DAY - timedelta(hours=2)).isoformat(),
+            reason="retention",
+        )
+    with Session(engine) as session:
+        report = build_report(session, now=now)
+    rows = {r.cause: (r.purged, r.on_time, r.late, r.early, r.lag_unknown)
+            for r in report.purges.by_cause}  # fmt: skip
+    assert rows == {
+        "retention": (3, 1, 0, 2, 0),
+        "erasure": (1, 0, 0, 1, 0),
+        "revocation": (1, 0, 0, 1, 0),
+        "caller_opt_out": (1, 0, 0, 1, 0),
+    }
+    retention = next(r for r in report.purges.by_cause if r.cause == "retention")
+    assert retention.mean_lag_hours == retention.max_lag_hours == 2  # the early ones apart
+    early = {(e.recording_id, e.cause, e.hours_before_expiry) for e in report.purges.early}
+    assert early == {
+        ("p-ahead", "retention", 6 * 24),
+        ("p-ahead-old", "retention", 5 * 24 + 12),  # the rule's date, read as midnight
+        ("p-erased", "erasure", 7 * 24),
+        ("p-revoked", "revocation", 8 * 24),
+        ("p-opted-out", "caller_opt_out", 9 * 24),
+    }
+    assert "No early purge." not in to_html(report)
+    assert any(
+        row[:2] == ["early_purges", "p-ahead"] for row in csv.reader(io.StringIO(to_csv(report)))
+    )
+
+
 def test_overdue_holds_restrictions_coverage(report: RetentionReport, now: datetime) -> None:
     assert report.overdue.total == 2
     assert [(o.recording_id, o.reason) for o in report.overdue.items] == [

@@ -78,6 +78,12 @@ def test_erasure_purges_unless_held_and_says_why(
     assert backend.store.list_versions(f"acme/2026/11/28/{free['id']}.ogg") == []
     again = client.get(f"/v1/subject-requests/{answer['id']}", headers=tenant.client_admin)
     assert again.json()["held"] == answer["held"]
+    # The erasure came before the recording's purposes expired: early, never on time.
+    report = client.get("/v1/reports/retention", headers=compliance).json()["purges"]
+    assert [(e["recording_id"], e["cause"]) for e in report["early"]] == [(free["id"], "erasure")]
+    assert [(r["cause"], r["early"], r["on_time"]) for r in report["by_cause"]] == [
+        ("erasure", 1, 0)
+    ]
 
 
 def test_restriction_keeps_but_does_not_serve(client: TestClient, tmp_path: Path) -> None:
