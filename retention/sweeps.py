@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from consent.errors import InvalidRequest
+from retention.errors import InvalidRequest
 from retention.purge import Purger, SweepReport
 
 # How far before now "now" may be typed (a command line takes a moment to start).
