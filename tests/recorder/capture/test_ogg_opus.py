@@ -2,46 +2,21 @@
 
 from __future__ import annotations
 
-import io
-import math
 import os
 import re
 import subprocess
-from array import array
 from collections.abc import Sequence
 
-import av
 import imageio_ffmpeg
 import pytest
 
 from recorder.capture import ogg, opus
-
-RATE = 48_000
-FRAME = 960
-
-
-def _encode(seconds: float, hz: float, *, bitrate: int = 32_000) -> list[bytes]:
-    """Real Opus packets from libopus, 20 ms each, as an RTP sender would carry them."""
-    encoder = av.CodecContext.create("libopus", "w")
-    encoder.sample_rate, encoder.layout, encoder.format = RATE, "mono", "s16"
-    encoder.bit_rate = bitrate
-    packets: list[bytes] = []
-    for step in range(int(seconds * RATE) // FRAME):
-        start = step * FRAME
-        pcm = array(
-            "h", (int(8000 * math.sin(2 * math.pi * hz * (start + n) / RATE)) for n in range(FRAME))
-        )
-        frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME)
-        frame.planes[0].update(pcm.tobytes())
-        frame.sample_rate, frame.pts = RATE, start
-        packets += [bytes(p) for p in encoder.encode(frame)]
-    packets += [bytes(p) for p in encoder.encode(None)]
-    return packets
+from tests.recorder.capture.media import FRAME, RATE, decode, encode, rms
 
 
 @pytest.fixture(scope="module")
 def two_parties() -> tuple[list[bytes], list[bytes]]:
-    left, right = _encode(3, 440), _encode(3, 1750)
+    left, right = encode(3, 440), encode(3, 1750)
     return left, right
 
 
@@ -53,36 +28,20 @@ def _mux(channels: Sequence[Sequence[opus.OpusPacket]]) -> tuple[bytes, int]:
     return data + writer.close(), writer.samples
 
 
-def _decode(data: bytes) -> tuple[int, list[array[float]]]:
-    """Channel count and each channel's samples, as PyAV's FFmpeg decodes the file."""
-    with av.open(io.BytesIO(data)) as container:
-        stream = container.streams.audio[0]
-        channels: list[array[float]] = [array("f") for _ in range(stream.codec_context.channels)]
-        for frame in container.decode(stream):
-            assert frame.format.name == "fltp"  # one plane of 32-bit floats per channel
-            for channel, plane in zip(channels, frame.planes, strict=True):
-                channel.frombytes(bytes(plane)[: 4 * frame.samples])
-    return len(channels), channels
-
-
-def _rms(samples: Sequence[float]) -> float:
-    return math.sqrt(sum(s * s for s in samples) / max(len(samples), 1))
-
-
 def test_two_parties_decode_as_two_channels_of_the_true_length(
     two_parties: tuple[list[bytes], list[bytes]],
 ) -> None:
     left, right = two_parties
     data, samples = _mux([[opus.parse(p) for p in left], [opus.parse(p) for p in right]])
 
-    count, decoded = _decode(data)
+    count, decoded = decode(data)
 
     assert count == 2
     assert samples == len(left) * FRAME
     assert abs(len(decoded[0]) - samples) / RATE <= 0.020
     # Each party stays on its own channel.
-    assert _rms(decoded[0][RATE : 2 * RATE]) > 0.1
-    assert _rms(decoded[1][RATE : 2 * RATE]) > 0.1
+    assert rms(decoded[0][RATE : 2 * RATE]) > 0.1
+    assert rms(decoded[1][RATE : 2 * RATE]) > 0.1
 
 
 def test_a_gap_becomes_silence_on_its_channel_only(
@@ -95,13 +54,13 @@ def test_a_gap_becomes_silence_on_its_channel_only(
     ]
     data, _ = _mux([[opus.parse(p) for p in left], right_packets])
 
-    _, decoded = _decode(data)
+    _, decoded = decode(data)
 
     # Away from the edges of the gap (the codec's overlap smears a few ms).
     inside = decoded[1][51 * FRAME : 99 * FRAME]
-    assert _rms(inside) < 0.001
-    assert _rms(decoded[0][51 * FRAME : 99 * FRAME]) > 0.1
-    assert _rms(decoded[1][110 * FRAME : 140 * FRAME]) > 0.1
+    assert rms(inside) < 0.001
+    assert rms(decoded[0][51 * FRAME : 99 * FRAME]) > 0.1
+    assert rms(decoded[1][110 * FRAME : 140 * FRAME]) > 0.1
 
 
 def test_ffmpeg_reads_the_stream_to_its_true_duration(
@@ -141,7 +100,7 @@ def test_a_stream_cut_after_any_page_still_decodes(
             pages.append((len(data), writer.samples))
 
     for end, samples in pages[:-1]:
-        count, decoded = _decode(data[:end])
+        count, decoded = decode(data[:end])
         assert count == 2
         assert len(decoded[0]) == samples
 

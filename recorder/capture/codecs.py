@@ -1,0 +1,95 @@
+"""What each live codec needs from the capture session: cut packets into slots, silence,
+and the container that holds its channels.
+
+A slot is the timeline's unit: 20 ms of Opus (a whole number of Opus frames), 10 ms of
+G.711 (so that packets of 20 or 30 ms both fit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Generic, Literal, Protocol, TypeVar
+
+from recorder.capture import au, ogg, opus
+
+T = TypeVar("T")
+T_in = TypeVar("T_in", contravariant=True)
+
+
+class Container(Protocol[T_in]):
+    @property
+    def samples(self) -> int: ...
+
+    def start(self) -> bytes: ...
+    def write(self, streams: Sequence[T_in]) -> bytes: ...
+    def close(self) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class Codec(Generic[T]):
+    """A live codec as the capture session sees it."""
+
+    name: str
+    rate: int  # RTP clock rate
+    slot: int  # samples per slot
+    container: str  # the stored object's extension
+
+    def split(self, payload: bytes) -> list[T]:
+        raise NotImplementedError
+
+    def silence(self) -> T:
+        raise NotImplementedError
+
+    def writer(self, channels: int, *, serial: int) -> Container[T]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class OpusCodec(Codec[opus.OpusPacket]):
+    name: str = "opus"
+    rate: int = opus.RATE
+    slot: int = opus.SILENCE_SAMPLES
+    container: str = "ogg"
+
+    def split(self, payload: bytes) -> list[opus.OpusPacket]:
+        """One packet per 20 ms; frames longer than that cannot be cut without decoding."""
+        packet = opus.parse(payload)
+        per_slot, rest = divmod(self.slot, packet.frame_samples)
+        if per_slot == 0 or rest or len(packet.frames) % per_slot:
+            raise ValueError(f"Opus packet of {packet.samples} samples does not fill 20 ms steps")
+        frames = packet.frames
+        return [
+            opus.OpusPacket(packet.toc, frames[i : i + per_slot])
+            for i in range(0, len(frames), per_slot)
+        ]
+
+    def silence(self) -> opus.OpusPacket:
+        return opus.silence(self.slot)
+
+    def writer(self, channels: int, *, serial: int) -> ogg.OggOpusWriter:
+        return ogg.OggOpusWriter(channels, serial=serial)
+
+
+@dataclass(frozen=True)
+class G711Codec(Codec[bytes]):
+    name: Literal["pcmu", "pcma"] = "pcmu"
+    rate: int = au.RATE
+    slot: int = au.RATE // 100
+    container: str = "au"
+
+    def split(self, payload: bytes) -> list[bytes]:
+        if not payload or len(payload) % self.slot:
+            raise ValueError(f"G.711 payload of {len(payload)} samples is not a multiple of 10 ms")
+        return [payload[i : i + self.slot] for i in range(0, len(payload), self.slot)]
+
+    def silence(self) -> bytes:
+        return bytes((au.SILENCE[self.name],)) * self.slot
+
+    def writer(self, channels: int, *, serial: int) -> au.AuWriter:
+        return au.AuWriter(channels, self.name)
+
+
+OPUS = OpusCodec()
+PCMU = G711Codec("pcmu")
+PCMA = G711Codec("pcma")
