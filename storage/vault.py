@@ -36,7 +36,9 @@ from storage.spool import (
     PART_SUFFIX,
     SEALED_SUFFIX,
     SpoolWriter,
+    claim_spool,
     fsync_spool,
+    ownerless_spools,
     recording_aad,
 )
 
@@ -142,14 +144,17 @@ class Vault:
         ``write`` spooled and encrypted the audio and sent the whole parts, tagged since
         ``begin``; here the last part goes up, then the catalog and the audit log follow.
         """
-        path, size, sha256 = writer.seal()
-        with session_scope(self._engine) as session:
-            recording = _require(session, writer.recording_id)
-            recording.size, recording.sha256 = size, sha256
-            recording.duration_s, recording.ended_at = duration_s, ended_at or now
-            recording.updated_at = now
-            session.add(recording)
-        return self._upload(writer.recording_id, path, now=now, streamed=writer.upload)
+        try:
+            path, size, sha256 = writer.seal()
+            with session_scope(self._engine) as session:
+                recording = _require(session, writer.recording_id)
+                recording.size, recording.sha256 = size, sha256
+                recording.duration_s, recording.ended_at = duration_s, ended_at or now
+                recording.updated_at = now
+                session.add(recording)
+            return self._upload(writer.recording_id, path, now=now, streamed=writer.upload)
+        finally:
+            writer.release()  # only now may recovery take what is left in the spool
 
     def store(
         self,
@@ -179,28 +184,51 @@ class Vault:
     def recover(self, *, now: datetime, on_progress: Callable[[str], None] | None = None) -> int:
         """Finish what a crash or an S3 outage interrupted; return how many were uploaded.
 
-        Sealed spools are uploaded (or just removed if the catalog already says stored);
-        unsealed ones lost the tail of their audio with the process that wrote them, and
-        so did sealed ones that a power cut tore before they were fsynced or uploaded.
+        Only spools whose writer is gone are touched (see ``storage.spool``): a capture
+        or an upload still running, however long, keeps its spool. Sealed spools are
+        uploaded (or just removed if the catalog already says stored); unsealed ones
+        lost the tail of their audio with the process that wrote them, and so did
+        sealed ones that a power cut tore before they were fsynced or uploaded.
         """
         uploaded = 0
-        for path in sorted(self._spool_dir.iterdir()):
-            recording_id = path.stem
-            with session_scope(self._engine) as session:
-                recording = session.get(Recording, recording_id)
-                if recording is None or recording.state != RecordingState.RECORDING:
-                    path.unlink(missing_ok=True)
+        for path in ownerless_spools(self._spool_dir):
+            with claim_spool(path) as claimed:
+                if not claimed:  # another recovery took it meanwhile, or finished it
                     continue
-                if path.suffix != SEALED_SUFFIX or not self._check_spool(session, recording, path):
-                    reason = "capture interrupted" if path.suffix == PART_SUFFIX else "spool torn"
-                    self._fail(session, recording, reason=reason, now=now)
-                    path.unlink(missing_ok=True)
-                    continue
-            stored = self._upload(recording_id, path, now=now, streamed=None)
+                stored = self._recover_one(path, now=now)
+            if stored is None:
+                continue
             uploaded += stored.state == RecordingState.STORED
             if on_progress:
-                on_progress(recording_id)
+                on_progress(stored.id)
         return uploaded
+
+    def _recover_one(self, path: Path, *, now: datetime) -> Recording | None:
+        """Upload or fail one spool that nobody owns; None if there was nothing to upload."""
+        recording_id = path.stem
+        with session_scope(self._engine) as session:
+            recording = session.get(Recording, recording_id)
+            if recording is None or recording.state != RecordingState.RECORDING:
+                path.unlink(missing_ok=True)
+                return None
+            if path.suffix == SEALED_SUFFIX and self._check_spool(session, recording, path):
+                sealed = True
+            else:
+                reason = "capture interrupted" if path.suffix == PART_SUFFIX else "spool torn"
+                self._fail(session, recording, reason=reason, now=now)
+                sealed = False
+        if not sealed:
+            path.unlink(missing_ok=True)
+            self._abort_parts(recording.object_key)
+            return None
+        return self._upload(recording_id, path, now=now, streamed=None)
+
+    def _abort_parts(self, key: str) -> None:
+        """Drop the parts a dead capture streamed; reconciliation cleans up if S3 is away."""
+        try:
+            self._store.abort_uploads(key)
+        except ObjectStoreError as exc:
+            log.warning("could not abort the unfinished upload of %s: %s", key, exc)
 
     def read(self, recording: Recording, dest: BinaryIO) -> None:
         """Decrypt a recording's audio into ``dest``.

@@ -1,9 +1,17 @@
 from __future__ import annotations
 
-from datetime import timedelta
+import os
+import threading
+from datetime import UTC, datetime, timedelta
+from io import BytesIO
+
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
 
 from recorder.scheduler import start_jobs
 from storage.backend import StorageBackend
+from storage.catalog import RecordingState
+from storage.settings import Settings
+from storage.vault import RecordingDraft
 
 
 def test_serve_runs_the_purge_and_the_spool_retry(backend: StorageBackend) -> None:
@@ -16,3 +24,60 @@ def test_serve_runs_the_purge_and_the_spool_retry(backend: StorageBackend) -> No
         retry.func()
     finally:
         jobs.shutdown(wait=True)
+
+
+class _Runs:
+    """Counts the spool retry job's runs; a failed run fails the test."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.errors: list[BaseException] = []
+        self._changed = threading.Condition()
+
+    def __call__(self, event: JobExecutionEvent) -> None:
+        if event.job_id != "spool-retry":
+            return
+        with self._changed:
+            self.count += 1
+            if event.exception is not None:
+                self.errors.append(event.exception)
+            self._changed.notify_all()
+
+    def wait_beyond(self, count: int) -> None:
+        with self._changed:
+            assert self._changed.wait_for(lambda: self.count > count, timeout=60)
+
+
+def test_an_upload_across_several_spool_retry_runs_is_stored(
+    backend: StorageBackend, now: datetime
+) -> None:
+    minimum = Settings.model_fields["spool_retry_interval_s"].metadata[0].ge
+    backend.settings = backend.settings.model_copy(update={"spool_retry_interval_s": minimum})
+    jobs = start_jobs(backend)
+    runs = _Runs()
+    jobs.add_listener(runs, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
+    audio = os.urandom(3 * backend.settings.s3_part_size // 2)
+    draft = RecordingDraft(
+        client_id="acme",
+        call_id="long-upload",
+        channel="upload",
+        codec="opus",
+        container="ogg",
+        purposes={"research": now + timedelta(days=30)},
+    )
+    try:
+        writer = backend.vault.begin(draft, now=now)
+        step = len(audio) // 4
+        for start in range(0, len(audio), step):
+            writer.write(audio[start : start + step])
+            seen = runs.count
+            jobs.modify_job("spool-retry", next_run_time=datetime.now(UTC))  # run it now
+            runs.wait_beyond(seen)
+        recording = backend.vault.finish(writer, now=now)
+    finally:
+        jobs.shutdown(wait=True)
+    assert runs.count >= 4 and runs.errors == []
+    assert recording.state == RecordingState.STORED
+    plaintext = BytesIO()
+    backend.vault.read(recording, plaintext)
+    assert plaintext.getvalue() == audio

@@ -157,6 +157,7 @@ def test_crash_after_sealing_is_recovered(
     writer = vault.begin(_draft(now), now=now)
     writer.write(AUDIO)
     writer.seal()  # the process dies here, before the catalog learns size and hash
+    writer.release()  # and its lock on the spool with it
     assert vault.recover(now=now) == 1
     with Session(engine) as session:
         recording = catalog.get_recording(session, writer.recording_id)
@@ -170,6 +171,7 @@ def test_crash_mid_capture_is_marked_failed_and_shredded(
 ) -> None:
     writer = vault.begin(_draft(now), now=now)
     writer.write(AUDIO)  # the process dies mid-call: no final chunk, never sealed
+    writer.release()  # and its lock on the spool with it
     assert vault.recover(now=now) == 0
     with Session(engine) as session:
         recording = catalog.get_recording(session, writer.recording_id)
@@ -191,6 +193,7 @@ def test_crash_after_upload_before_catalog_is_recovered(
         key = catalog.get_recording(session, writer.recording_id)
         assert key is not None
     object_store.put_file(key.object_key, path, tags={"client": "acme"})  # then the crash
+    writer.release()
     assert vault.recover(now=now) == 1
     with Session(engine) as session:
         recording = catalog.get_recording(session, writer.recording_id)
@@ -417,6 +420,7 @@ def test_torn_sealed_spool_is_not_uploaded(
     writer.write(AUDIO)
     path, size, _sha = writer.seal()
     os.truncate(path, size // 2)  # a power cut before the spool reached the disk
+    writer.release()
     assert vault.recover(now=now) == 0
     with Session(engine) as session:
         recording = catalog.get_recording(session, writer.recording_id)
