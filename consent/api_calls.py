@@ -8,11 +8,17 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Depends, Header
 from pydantic import BaseModel
 
 from consent import calls
-from consent.api_auth import Integrator, allow, bearer_token, principal_of, tenant_of
+from consent.api_auth import (
+    Integrator,
+    bearer_token,
+    checked_by_route,
+    principal_of,
+    tenant_of,
+)
 from consent.api_context import ApiContext, Context
 from consent.apikeys import Role
 from consent.decision import unavailable
@@ -80,7 +86,10 @@ def _decision_public(context: ApiContext, row: calls.DecisionView) -> DecisionPu
     )
 
 
-@router.post("/calls", tags=["calls"])
+CALL_HOOK_GUARD = checked_by_route(Role.INTEGRATOR)
+
+
+@router.post("/calls", tags=["calls"], dependencies=[Depends(CALL_HOOK_GUARD)])
 async def call_hook(
     body: calls.CallRequest,
     context: Context,
@@ -119,7 +128,7 @@ def _decision_work(
         connection: sa.Connection, events: list[AuditEntry]
     ) -> calls.DecisionView | ConsentError:
         try:
-            principal = allow(Role.INTEGRATOR)(principal_of(connection, context, token))
+            principal = CALL_HOOK_GUARD.admit(principal_of(connection, context, token), {})
         except ConsentError as refused:
             return refused
         return calls.ask(

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.dependencies.models import Dependant
 from fastapi.responses import JSONResponse
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -21,6 +22,7 @@ from prometheus_client import (
 from sqlmodel import Session
 
 from consent import api as consent_api
+from consent.api_auth import guards_of
 from consent.api_context import ApiContext
 from consent.ledger import ConsentEvent
 from recorder import recordings
@@ -107,8 +109,13 @@ def create_app(
             return JSONResponse({"error": "not_ready", "detail": str(exc)}, status_code=503)
         return JSONResponse({"status": "ready", "database": "ok", "s3": "ok"})
 
-    install_openapi(app, roles_of=lambda _dependant: ())
+    install_openapi(app, roles_of=roles_of)
     return app
+
+
+def roles_of(dependant: Dependant) -> set[str]:
+    """The roles a route's guards let through (for the OpenAPI document)."""
+    return {role.value for guard in guards_of(dependant) for role in guard.roles}
 
 
 def _install_metrics(app: FastAPI) -> None:

@@ -10,11 +10,15 @@ import logging
 
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from consent import errors as consent_errors
+from consent.api_auth import guards_of
+from consent.errors import ConsentError
 from recorder import _exceptions as recorder_errors
 from retention import errors as retention_errors
 from storage import errors as storage_errors
@@ -55,17 +59,47 @@ def error_body(code: str, detail: object) -> dict[str, object]:
     return {"error": code, "detail": detail}
 
 
+# Starlette's own answers, under the codes callrec uses.
+_HTTP_CODES = {400: "malformed_body", 404: "not_found", 405: "method_not_allowed"}
+
+
+def _answer(exc: storage_errors.CallrecError) -> JSONResponse:
+    status = status_of(type(exc))
+    if status >= 500:
+        log.error("%s: %s", exc.code, exc)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(error_body(exc.code, str(exc)), status_code=status, headers=headers)
+
+
+async def _refusal(request: Request) -> ConsentError | None:
+    """What the route's guard says of the caller, asked before any word on the body.
+
+    FastAPI parses a JSON body before it runs a route's dependencies; a body it cannot
+    parse would otherwise tell a caller with no right to the route how to shape one.
+    """
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if not isinstance(dependant, Dependant):
+        return None
+    for guard in guards_of(dependant):
+        refused = await run_in_threadpool(
+            guard.refusal,
+            request.app.state.api_context,
+            request.headers.get("authorization"),
+            request.path_params,
+        )
+        if refused is not None:
+            return refused
+    return None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Translate every error into JSON; never a stack trace on the wire."""
 
     @app.exception_handler(storage_errors.CallrecError)
     async def _callrec(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, storage_errors.CallrecError)
-        status = status_of(type(exc))
-        if status >= 500:
-            log.error("%s: %s", exc.code, exc)
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return JSONResponse(error_body(exc.code, str(exc)), status_code=status, headers=headers)
+        return _answer(exc)
 
     @app.exception_handler(sa.exc.DBAPIError)
     async def _database(_request: Request, exc: Exception) -> JSONResponse:
@@ -74,19 +108,26 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(body, status_code=503)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        refused = await _refusal(request)
+        if refused is not None:
+            return _answer(refused)
         detail = [
             {"loc": list(err.get("loc", ())), "msg": err.get("msg", "")} for err in exc.errors()
         ]
         return JSONResponse(error_body("invalid_request", detail), status_code=422)
 
     @app.exception_handler(HTTPException)
-    async def _http(_request: Request, exc: HTTPException) -> JSONResponse:
-        code = exc.detail if isinstance(exc.detail, str) else "http_error"
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # the body could not be parsed at all
+            refused = await _refusal(request)
+            if refused is not None:
+                return _answer(refused)
+        code = _HTTP_CODES.get(exc.status_code)
+        if code is None:
+            code = exc.detail.lower().replace(" ", "_") if isinstance(exc.detail, str) else "error"
         return JSONResponse(
-            error_body(code.lower().replace(" ", "_"), exc.detail),
-            status_code=exc.status_code,
-            headers=exc.headers,
+            error_body(code, exc.detail), status_code=exc.status_code, headers=exc.headers
         )
 
     @app.exception_handler(Exception)

@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 from starlette.background import BackgroundTask
 
 from consent import calls
-from consent.api_auth import allow, tenant_of
+from consent.api_auth import Integrator, allow, tenant_of
 from consent.api_context import ApiContext, Context
 from consent.apikeys import Principal, Role
 from consent.errors import (
@@ -124,7 +124,7 @@ async def upload_recording(
     response: Response,
     context: Context,
     vault: VaultDep,
-    principal: Annotated[Principal, Depends(allow(Role.INTEGRATOR))],
+    principal: Integrator,
 ) -> RecordingPublic:
     """Upload audio the platform recorded (wav, mp3, ogg, flac); stored as Ogg/Opus."""
     client_id = tenant_of(principal)

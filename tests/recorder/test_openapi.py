@@ -115,3 +115,30 @@ def test_validation_errors_have_the_documented_shape(client: TestClient) -> None
     for response in answers:
         assert response.status_code in (400, 422), response.text
         assert _is_error(response.json()), response.text
+
+
+BAD_BODIES: list[bytes] = [b"{not json", b'{"id": "x"}', b"\xff\xfe", b"[]"]
+
+
+@pytest.mark.parametrize("body", BAD_BODIES, ids=["malformed", "invalid", "not-utf8", "array"])
+def test_the_key_and_role_are_checked_before_the_body(client: TestClient, body: bytes) -> None:
+    acme = make_tenant(client, "acme")
+    json_type = {"Content-Type": "application/json"}
+    cases = [
+        ("POST", "/v1/clients", acme.integrator, 403),
+        ("POST", "/v1/api-keys", acme.client_admin, 403),
+        ("POST", "/v1/clients/acme/consents", acme.integrator, 403),
+        ("POST", "/v1/legal-holds", acme.integrator, 403),
+        ("POST", "/v1/calls", acme.client_admin, 403),
+        ("POST", "/v1/calls", ADMIN, 403),
+        ("POST", "/v1/calls/call-1/caller-consent", ADMIN, 403),
+        ("POST", "/v1/clients", {}, 401),
+        ("POST", "/v1/calls", {}, 401),
+        ("POST", "/v1/calls", {"Authorization": "Bearer crk_no_such_key"}, 401),
+    ]
+    wrong = []
+    for method, path, headers, expected in cases:
+        response = client.request(method, path, content=body, headers={**headers, **json_type})
+        if response.status_code != expected or not _is_error(response.json()):
+            wrong.append(f"{method} {path}: {response.status_code} {response.text[:80]}")
+    assert not wrong, "\n".join(wrong)
