@@ -45,7 +45,7 @@ def serve(
     port = settings.http_port if port is None else port
     # Bound before anything starts, so a port in use costs one line, not a started S3.
     listener = _listen(host, port)
-    backend = StorageBackend(settings)
+    backend = StorageBackend(settings, serving=True)
     try:
         backend.start(now=utc_now())
     except BaseException:
@@ -255,6 +255,7 @@ def s3_serve() -> None:
         settings.data_dir / "s3",
         access_key_id=credentials.access_key_id,
         secret_access_key=credentials.secret_access_key,
+        publish=True,  # commands run beside it use it
     ) as s3:
         out.print(f"S3 endpoint {s3.endpoint_url}")
         out.print(f"credentials in {settings.data_dir / 's3-credentials.json'}")

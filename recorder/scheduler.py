@@ -50,4 +50,6 @@ def start_jobs(backend: StorageBackend) -> BackgroundScheduler:
         retry_spool, "interval", seconds=settings.spool_retry_interval_s, id="spool-retry"
     )
     scheduler.start()
+    # What waited in the spool goes up as soon as the embedded S3 is back.
+    backend.on_s3_restarted(lambda: scheduler.modify_job("spool-retry", next_run_time=_now()))
     return scheduler

@@ -3,6 +3,11 @@
 ``StorageBackend.start`` is where callrec refuses to start: an unreachable database, an
 S3 endpoint that is down, refuses our credentials or lacks a feature, or a master key
 that does not match the data all raise a StorageError with a one-line message.
+
+With the embedded S3, a backend uses the one already running on its data dir (a
+gateway's, found through storage.s3_endpoint) or starts its own. A serving backend
+(``callrec serve``) publishes its endpoint for the commands run beside it, and keeps
+its SeaweedFS running (storage.s3_supervisor).
 """
 
 from __future__ import annotations
@@ -11,9 +16,12 @@ import json
 import logging
 import os
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from sqlalchemy.engine import Engine
 
@@ -21,14 +29,20 @@ from storage import crypto
 from storage.audit import AuditLog
 from storage.capabilities import check_backend
 from storage.db import check_database, create_db_engine, migrate, session_scope
-from storage.embedded_s3 import EmbeddedS3
-from storage.errors import ConfigError
+from storage.embedded_s3 import EmbeddedS3, is_loopback
+from storage.errors import ConfigError, EmbeddedS3Error, StoreUnavailable
 from storage.keyring import Keyring
 from storage.objectstore import ObjectStore, S3Config
+from storage.s3_endpoint import PublishedEndpoint, running_endpoint
+from storage.s3_supervisor import S3Supervisor
 from storage.settings import Settings
 from storage.vault import Vault
 
 log = logging.getLogger(__name__)
+
+# How long a command waits for the endpoint of an embedded S3 that another process is
+# starting on the same data dir (it answers in about a second).
+_ENDPOINT_WAIT_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -38,11 +52,26 @@ class S3Credentials:
 
 
 class StorageBackend:
-    """Owns the engine, the object store (and the embedded S3 if any) and the vault."""
+    """Owns the engine, the object store (and the embedded S3 if any) and the vault.
 
-    def __init__(self, settings: Settings) -> None:
+    ``serving`` is for a long-running gateway: the embedded S3 it starts is supervised
+    (restarted after ``restart_delays[0]`` doubling up to ``restart_delays[1]`` seconds)
+    and its endpoint published for the commands run beside it.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        serving: bool = False,
+        restart_delays: tuple[float, float] = (1.0, 30.0),
+    ) -> None:
         self.settings = settings
         self.embedded_s3: EmbeddedS3 | None = None
+        self.s3_supervisor: S3Supervisor | None = None
+        self._serving = serving
+        self._restart_delays = restart_delays
+        self._restart_hooks: list[Callable[[], None]] = []
         self._engine: Engine | None = None
         self._store: ObjectStore | None = None
         self._vault: Vault | None = None
@@ -109,8 +138,15 @@ class StorageBackend:
         if recovered:
             log.info("uploaded %d recordings left in the spool", recovered)
 
+    def on_s3_restarted(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` (from the supervisor's thread) each time the embedded S3 is back."""
+        self._restart_hooks.append(hook)
+
     def stop(self) -> None:
         """Stop the embedded S3 and release connections; safe to call twice."""
+        if self.s3_supervisor is not None:
+            self.s3_supervisor.stop()
+            self.s3_supervisor = None
         if self.embedded_s3 is not None:
             self.embedded_s3.stop()
             self.embedded_s3 = None
@@ -120,20 +156,16 @@ class StorageBackend:
     def check_ready(self) -> None:
         """Raise a StorageError unless the database and S3 both answer."""
         check_database(self.engine)
+        supervisor = self.s3_supervisor
+        if supervisor is not None and (problem := supervisor.problem) is not None:
+            raise StoreUnavailable(problem)
         self.store.ping()
 
     def _open_store(self) -> ObjectStore:
         settings = self.settings
         credentials = s3_credentials(settings)
         if settings.s3_endpoint_url is None:
-            self.embedded_s3 = EmbeddedS3(
-                settings.data_dir / "s3",
-                access_key_id=credentials.access_key_id,
-                secret_access_key=credentials.secret_access_key,
-            )
-            self.embedded_s3.start()
-            log.info("embedded SeaweedFS S3 at %s", self.embedded_s3.endpoint_url)
-            config = replace(self.embedded_s3.config(settings.s3_bucket), region=settings.s3_region)
+            config = replace(self._embedded_config(credentials), region=settings.s3_region)
         else:
             config = S3Config(
                 endpoint_url=settings.s3_endpoint_url,
@@ -143,6 +175,63 @@ class StorageBackend:
                 region=settings.s3_region,
             )
         return ObjectStore.from_config(config, max_pool_connections=settings.s3_concurrency * 4)
+
+    def _embedded_config(self, credentials: S3Credentials) -> S3Config:
+        """The running embedded S3 on our data dir, or one started here."""
+        s3_dir = self.settings.data_dir / "s3"
+        running = running_endpoint(s3_dir)
+        if running is None:
+            server = EmbeddedS3(
+                s3_dir,
+                access_key_id=credentials.access_key_id,
+                secret_access_key=credentials.secret_access_key,
+                publish=self._serving,
+            )
+            try:
+                server.start()
+            except EmbeddedS3Error as exc:
+                if exc.code != "embedded_s3_in_use":
+                    raise
+                running = _await_endpoint(s3_dir, _ENDPOINT_WAIT_S)
+                if running is None:
+                    raise EmbeddedS3Error(
+                        f"{exc} that publishes no endpoint (a command such as purge, or a "
+                        "gateway that is still starting); try again once it is done",
+                        code=exc.code,
+                    ) from None
+            else:
+                self._own(server)
+                return server.config(self.settings.s3_bucket)
+        return self._attach(running, credentials)
+
+    def _own(self, server: EmbeddedS3) -> None:
+        self.embedded_s3 = server
+        log.info("embedded SeaweedFS S3 at %s", server.endpoint_url)
+        if self._serving:
+            first, most = self._restart_delays
+            self.s3_supervisor = S3Supervisor(
+                server, first_delay=first, max_delay=most, on_restarted=self._s3_restarted
+            )
+            self.s3_supervisor.start()
+
+    def _attach(self, running: PublishedEndpoint, credentials: S3Credentials) -> S3Config:
+        if running.access_key_id != credentials.access_key_id:
+            raise ConfigError(
+                f"the embedded S3 of process {running.pid} uses other credentials than "
+                f"{self.settings.data_dir / 's3-credentials.json'}"
+            )
+        log.info("using the embedded S3 of process %d at %s", running.pid, running.endpoint_url)
+        return S3Config(
+            endpoint_url=running.endpoint_url,
+            access_key_id=credentials.access_key_id,
+            secret_access_key=credentials.secret_access_key,
+            bucket=self.settings.s3_bucket,
+            sign_payload=not is_loopback(urlsplit(running.endpoint_url).hostname or ""),
+        )
+
+    def _s3_restarted(self) -> None:
+        for hook in self._restart_hooks:
+            hook()
 
     def master_key(self) -> bytes:
         """The master key: from the settings, or generated under DATA_DIR (embedded only)."""
@@ -185,3 +274,11 @@ def _write_secret(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(text + "\n")
+
+
+def _await_endpoint(s3_dir: Path, timeout: float) -> PublishedEndpoint | None:
+    """The endpoint another process publishes on ``s3_dir`` within ``timeout``, or None."""
+    deadline = time.monotonic() + timeout
+    while (running := running_endpoint(s3_dir)) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return running

@@ -16,21 +16,22 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager, suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, NoReturn, Self
 
 from storage.errors import EmbeddedS3Error, ObjectNotFound, ObjectStoreError
+from storage.local_ports import GRPC_OFFSET, exact_ports, reserved_pair, reserved_ports
 from storage.objectstore import ObjectStore, S3Config
+from storage.s3_endpoint import PublishedEndpoint, publish_endpoint, withdraw_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +45,6 @@ _READINESS_BUCKET = "callrec-readiness-probe"
 VOLUME_SIZE_MB = 128
 # For the master's own HTTP API: it is ours, never behind a proxy from the environment.
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-# The admin component's worker dials the admin gRPC port at admin.port + 10000 whatever
-# -admin.port.grpc says, so that pair must keep this offset.
-_GRPC_OFFSET = 10000
 _LOG_TAIL_BYTES = 4000
 _LOG_ROTATE_BYTES = 10 * 1024 * 1024
 # Unix socket paths are limited to 108 bytes (sun_path); longer data dirs keep weed's default.
@@ -88,7 +86,9 @@ class EmbeddedS3:
     Data lives under ``data_dir`` and survives restarts. Every port the child opens is
     chosen here and bound to ``host`` only, so it never takes a well-known port (our
     HTTP server's 8080 among them). Use it as a context manager, or call ``start()``
-    and ``stop()``.
+    and ``stop()``; after the child died, ``restart()`` runs it again on the same ports.
+    With ``publish``, other callrec processes on the same data find the endpoint (see
+    storage.s3_endpoint) while it runs.
     """
 
     def __init__(
@@ -101,6 +101,7 @@ class EmbeddedS3:
         s3_port: int = 0,
         weed_binary: Path | None = None,
         stop_timeout: float = 10.0,
+        publish: bool = False,
     ) -> None:
         if not access_key_id or not secret_access_key:
             raise ValueError("the embedded S3 needs a non-empty access key id and secret")
@@ -112,8 +113,12 @@ class EmbeddedS3:
         self._s3_port = s3_port
         self._weed_binary = weed_binary
         self._stop_timeout = stop_timeout
+        self._publish = publish
         self._proc: subprocess.Popen[bytes] | None = None
         self._master_port = 0
+        # Every port of the running server, kept for a restart: clients know these.
+        self._ports: dict[str, int] = {}
+        self._admin_port = 0
         self._grpc_sockets: list[Path] = []
         self._log_file: IO[bytes] | None = None
         self._lock: IO[bytes] | None = None
@@ -154,6 +159,12 @@ class EmbeddedS3:
         return self._proc.pid if self._proc is not None else None
 
     @property
+    def returncode(self) -> int | None:
+        """The child's exit code once it died on its own; None while it runs or when stopped."""
+        proc = self._proc
+        return None if proc is None else proc.poll()
+
+    @property
     def log_path(self) -> Path:
         """Where the child's stdout and stderr go."""
         return self._data_dir / "weed.log"
@@ -169,7 +180,7 @@ class EmbeddedS3:
             access_key_id=self._access_key_id,
             secret_access_key=self._secret_access_key,
             bucket=bucket,
-            sign_payload=not _is_loopback(self._host),
+            sign_payload=not is_loopback(self._host),
         )
 
     def start(self, timeout: float = 30.0) -> None:
@@ -180,24 +191,54 @@ class EmbeddedS3:
         self._data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_data_dir()
         try:
-            self._launch(weed, timeout)
+            withdraw_endpoint(self._data_dir)  # we hold the lock: any file left is stale
+            self._launch(weed, timeout, None)
+            if self._publish:
+                publish_endpoint(
+                    self._data_dir,
+                    PublishedEndpoint(self.endpoint_url, os.getpid(), self._access_key_id),
+                )
         except BaseException:
             self.stop()
             raise
 
-    def _launch(self, weed: Path, timeout: float) -> None:
+    def restart(self, timeout: float = 30.0, *, abort: threading.Event | None = None) -> None:
+        """Run ``weed`` again after it died: same data dir, same ports, the lock kept.
+
+        Raises EmbeddedS3Error if it does not answer within ``timeout`` or ``abort`` is
+        set meanwhile; the server is then down and ``restart`` may be tried again. On
+        Linux the child is killed when the thread that started it ends, so the caller's
+        thread must outlive it (the supervisor's thread stops the server on its way out).
+        """
+        if self._lock is None:
+            raise EmbeddedS3Error("the embedded S3 was never started")
+        if self._proc is not None and self._proc.poll() is None:
+            raise EmbeddedS3Error(f"the embedded S3 still runs (pid {self._proc.pid})")
+        weed = find_weed(self._weed_binary)
+        self._end_child()
+        try:
+            self._launch(weed, timeout, abort, any_thread=True)
+        except BaseException:
+            self._end_child()
+            raise
+
+    def _launch(
+        self,
+        weed: Path,
+        timeout: float,
+        abort: threading.Event | None,
+        *,
+        any_thread: bool = False,
+    ) -> None:
         identities = self._write_identities()
         self._remove_stale_sockets()
-        wanted = {"master.port": self._previous_master_port()}
-        with (
-            _reserved_ports(self._host, _PORT_FLAGS, wanted, self._requested_s3_port) as ports,
-            _reserved_pair(self._host) as admin,
-        ):
+        with self._reserve_ports() as (ports, admin):
+            self._ports, self._admin_port = ports, admin
             self._s3_port = ports["s3.port"]
             self._master_port = ports["master.port"]
             cmd = self._command(weed, identities, ports, admin)
             grpc = {k.split(".")[0]: v for k, v in ports.items() if k.endswith(".grpc")}
-            grpc["admin"] = admin + _GRPC_OFFSET
+            grpc["admin"] = admin + GRPC_OFFSET
             # weed names these after their ports and puts them in /tmp whatever TMPDIR says.
             self._grpc_sockets = [
                 Path(f"/tmp/seaweedfs-{name}-grpc-{port}.sock")  # noqa: S108
@@ -205,27 +246,50 @@ class EmbeddedS3:
             ]
         volumes = len(list(self._data_dir.glob("*.dat")))
         # The reserved sockets are closed just above, right before the child binds them.
-        self._spawn(cmd)
+        self._spawn(cmd, any_thread=any_thread)
         log.info("embedded S3 started (pid %s) at %s", self.pid, self.endpoint_url)
-        self._wait_ready(timeout, volumes)
+        self._wait_ready(timeout, volumes, abort)
+
+    @contextmanager
+    def _reserve_ports(self) -> Iterator[tuple[dict[str, int], int]]:
+        """Hold the ports for the child: its last ones on a restart, else fresh ones."""
+        if self._ports:  # clients only know these: the same or none
+            admin = {"admin.port": self._admin_port}
+            admin["admin.port.grpc"] = self._admin_port + GRPC_OFFSET
+            with exact_ports(self._host, {**self._ports, **admin}):
+                yield dict(self._ports), self._admin_port
+            return
+        wanted = {"master.port": self._previous_master_port()}
+        with (
+            reserved_ports(self._host, _PORT_FLAGS, wanted, self._requested_s3_port) as ports,
+            reserved_pair(self._host) as admin_port,
+        ):
+            yield ports, admin_port
 
     def stop(self) -> None:
         """Stop the child: SIGTERM, then SIGKILL after a grace period. Idempotent."""
+        if self._lock is not None:
+            withdraw_endpoint(self._data_dir)
+        self._end_child()
+        self._grpc_sockets = []
+        self._ports, self._admin_port = {}, 0
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None
+        if not self._requested_s3_port:
+            self._s3_port = 0
+
+    def _end_child(self) -> None:
+        """Stop the child if it runs, reap it, and clear what it leaves behind."""
         proc, self._proc = self._proc, None
         atexit.unregister(self.stop)
-        if proc is not None:
+        if proc is not None and proc.poll() is None:
             _terminate(proc, self._stop_timeout)
             log.info("embedded S3 stopped (pid %s, exit code %s)", proc.pid, proc.returncode)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
         self._remove_stale_sockets()
-        self._grpc_sockets = []
-        if self._lock is not None:
-            self._lock.close()  # releases the flock
-            self._lock = None
-        if not self._requested_s3_port:
-            self._s3_port = 0
 
     def __enter__(self) -> Self:
         self.start()
@@ -247,7 +311,8 @@ class EmbeddedS3:
         except BlockingIOError:
             lock.close()
             raise EmbeddedS3Error(
-                f"{self._data_dir} is in use by another embedded S3 server"
+                f"{self._data_dir} is in use by another embedded S3 server",
+                code="embedded_s3_in_use",
             ) from None
         self._lock = lock
 
@@ -320,14 +385,14 @@ class EmbeddedS3:
             f"-master.volumeSizeLimitMB={VOLUME_SIZE_MB}",
             "-volume.max=0",
             f"-admin.port={admin}",
-            f"-admin.port.grpc={admin + _GRPC_OFFSET}",
+            f"-admin.port.grpc={admin + GRPC_OFFSET}",
         ]
         cmd += [f"-{name}={port}" for name, port in ports.items()]
         for path in self._socket_paths():
             cmd.append(f"-{path.stem}.localSocket={path.absolute()}")
         return cmd
 
-    def _spawn(self, cmd: list[str]) -> None:
+    def _spawn(self, cmd: list[str], *, any_thread: bool) -> None:
         log.debug("starting %s", " ".join(cmd))
         if self.log_path.exists() and self.log_path.stat().st_size > _LOG_ROTATE_BYTES:
             self.log_path.replace(self.log_path.with_suffix(".log.1"))
@@ -345,7 +410,7 @@ class EmbeddedS3:
                 env=env,
                 process_group=0,
                 umask=0o077,
-                preexec_fn=_parent_death_hook(),
+                preexec_fn=_parent_death_hook(any_thread=any_thread),
             )
         except OSError as exc:
             self._log_file.close()
@@ -353,11 +418,11 @@ class EmbeddedS3:
             raise EmbeddedS3Error(f"could not start {cmd[0]}: {exc}") from exc
         atexit.register(self.stop)
 
-    def _wait_ready(self, timeout: float, volumes: int) -> None:
+    def _wait_ready(self, timeout: float, volumes: int, abort: threading.Event | None) -> None:
         with ObjectStore.from_config(
             self.config(_READINESS_BUCKET), connect_timeout=1.0, read_timeout=5.0, max_attempts=1
         ) as probe:
-            self._poll_ready(lambda: self._check_ready(probe, volumes), timeout)
+            self._poll_ready(lambda: self._check_ready(probe, volumes), timeout, abort)
 
     def _check_ready(self, probe: ObjectStore, volumes: int) -> None:
         """Raise until S3 answers and the master knows every volume already on disk.
@@ -381,12 +446,17 @@ class EmbeddedS3:
             for node in rack.get("DataNodes") or []
         )
 
-    def _poll_ready(self, check: Callable[[], None], timeout: float) -> None:
+    def _poll_ready(
+        self, check: Callable[[], None], timeout: float, abort: threading.Event | None
+    ) -> None:
         assert self._proc is not None
         deadline = time.monotonic() + timeout
         delay = 0.02
         last: Exception | None = None
+        pause = abort.wait if abort is not None else time.sleep
         while True:
+            if abort is not None and abort.is_set():
+                self._fail("abandoned: callrec is stopping")
             code = self._proc.poll()
             if code is not None:
                 self._fail(f"weed exited with code {code} before S3 was ready")
@@ -397,11 +467,11 @@ class EmbeddedS3:
                 last = exc
             if time.monotonic() >= deadline:
                 self._fail(f"S3 did not answer within {timeout:.0f} s (last error: {last})")
-            time.sleep(delay)
+            pause(delay)
             delay = min(delay * 2, 0.25)
 
     def _fail(self, reason: str) -> NoReturn:
-        self.stop()
+        self._end_child()  # start() releases the rest; restart() keeps it for the next try
         raise EmbeddedS3Error(f"{reason}; log {self.log_path}:\n{_tail(self.log_path)}")
 
 
@@ -427,15 +497,15 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-def _parent_death_hook() -> Callable[[], None] | None:
+def _parent_death_hook(*, any_thread: bool = False) -> Callable[[], None] | None:
     """A pre-exec hook that has Linux kill the child when we die, or None.
 
     The kernel signals on the death of the *thread* that forked, so the hook is only
-    installed from the main thread, which lives as long as the process.
+    installed from the main thread, which lives as long as the process, or from a
+    thread its caller vouches outlives the child (``any_thread``).
     """
-    if not sys.platform.startswith("linux") or threading.current_thread() is not (
-        threading.main_thread()
-    ):
+    on_main = threading.current_thread() is threading.main_thread()
+    if not sys.platform.startswith("linux") or not (on_main or any_thread):
         return None
     try:
         prctl = ctypes.CDLL(None, use_errno=True).prctl
@@ -452,67 +522,7 @@ def _parent_death_hook() -> Callable[[], None] | None:
     return hook
 
 
-@contextmanager
-def _reserved_ports(
-    host: str, flags: Sequence[str], preferred: Mapping[str, int], s3_port: int
-) -> Iterator[dict[str, int]]:
-    """Hold a free port on ``host`` per flag until exit.
-
-    A preferred port is taken when free, else any; an explicit ``s3_port`` must be free.
-    """
-    with ExitStack() as stack:
-        ports: dict[str, int] = {}
-        for flag in flags:
-            sock = None
-            if flag == "s3.port" and s3_port:
-                try:
-                    sock = _bound_socket(host, s3_port)
-                except OSError as exc:
-                    raise EmbeddedS3Error(f"S3 port {host}:{s3_port} is not free: {exc}") from exc
-            elif preferred.get(flag):
-                with suppress(OSError):
-                    # Our last run's connections may linger in TIME_WAIT on that port;
-                    # weed's own listener would bind through them, so may the probe.
-                    sock = _bound_socket(host, preferred[flag], reuse=True)
-            if sock is None:
-                sock = _bound_socket(host, 0)
-            stack.enter_context(sock)
-            ports[flag] = sock.getsockname()[1]
-        yield ports
-
-
-@contextmanager
-def _reserved_pair(host: str, attempts: int = 50) -> Iterator[int]:
-    """Hold a free port ``p`` such that ``p + 10000`` is free as well; yield ``p``."""
-    for _ in range(attempts):
-        with _bound_socket(host, 0) as first:
-            port = first.getsockname()[1]
-            if port + _GRPC_OFFSET > 65535:
-                continue
-            try:
-                second = _bound_socket(host, port + _GRPC_OFFSET)
-            except OSError:
-                continue
-            with second:
-                yield port
-                return
-    raise EmbeddedS3Error(f"no free port pair (p, p + {_GRPC_OFFSET}) found on {host}")
-
-
-def _bound_socket(host: str, port: int, *, reuse: bool = False) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        if reuse:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
