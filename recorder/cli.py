@@ -8,7 +8,7 @@ import signal
 import socket
 import sys
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -173,34 +173,66 @@ def report(
     out.print(f"retention report written to {out_file}")
 
 
-@app.command()
-def reconcile() -> None:
-    """Compare the catalog with the bucket; exit 1 on orphans or ghosts (never fixed)."""
-    from sqlmodel import Session
+def _duration(text: str) -> timedelta:
+    """``90s``, ``30m``, ``1h`` or ``2d``."""
+    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+    number, unit = text[:-1], text[-1:]
+    if unit not in units or not number.isdigit():
+        raise typer.BadParameter(f"{text!r} is not a duration like 90s, 30m, 1h or 2d")
+    return timedelta(**{units[unit]: int(number)})
 
+
+@app.command()
+def reconcile(
+    clean_older_than: Annotated[
+        timedelta | None,
+        typer.Option(
+            "--clean-older-than",
+            parser=_duration,
+            metavar="DURATION",
+            help="Abort unfinished uploads and delete stray versions older than this "
+            "(e.g. 1h); never orphans or ghosts",
+        ),
+    ] = None,
+) -> None:
+    """Compare the catalog with the bucket; exit 1 on orphans, ghosts or leftovers."""
     import consent.models  # noqa: F401
     import retention.models  # noqa: F401
     from retention import reconcile as reconciliation
     from storage.backend import StorageBackend
-    from storage.db import session_scope
 
     backend = StorageBackend(cli_settings())
     backend.start(now=utc_now())
     try:
-        with Session(backend.engine) as session:
-            report = reconciliation.reconcile(session, backend.store, now=utc_now())
-        with session_scope(backend.engine) as session:
-            reconciliation.record(session, report, audit=backend.audit, actor=CLI_ACTOR)
+        report = reconciliation.run(
+            backend.engine,
+            backend.store,
+            audit=backend.audit,
+            actor=CLI_ACTOR,
+            now=utc_now(),
+            clean_older_than=clean_older_than,
+        )
     finally:
         backend.stop()
     out.print(
         f"{report.objects} objects, {report.recordings} stored recordings: "
-        f"{len(report.orphans)} orphans, {len(report.ghosts)} ghosts"
+        f"{len(report.orphans)} orphans, {len(report.ghosts)} ghosts, "
+        f"{len(report.unfinished_uploads)} unfinished uploads, "
+        f"{len(report.stray_versions)} stray versions"
     )
     for key in report.orphans:
         out.print(f"orphan object: {key}")
     for recording_id in report.ghosts:
         out.print(f"ghost recording (object missing): {recording_id}")
+    for upload in report.unfinished_uploads:
+        out.print(f"unfinished upload: {upload.key} since {upload.initiated:%Y-%m-%d %H:%M}")
+    for stray in report.stray_versions:
+        out.print(f"stray version: {stray.key} {stray.version_id} (of {stray.recording_id})")
+    if clean_older_than is not None:
+        out.print(
+            f"cleaned: {len(report.aborted)} uploads aborted, {len(report.deleted)} versions "
+            f"deleted; {report.leftovers} left (younger, current, or refused)"
+        )
     if not report.ok:
         raise typer.Exit(1)
 

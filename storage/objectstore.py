@@ -85,6 +85,26 @@ class VersionRef:
 
 
 @dataclass(frozen=True)
+class ObjectVersion:
+    """One version, or one delete marker, as a listing of the bucket shows it."""
+
+    key: str
+    version_id: str
+    is_delete_marker: bool
+    is_latest: bool
+    last_modified: datetime
+
+
+@dataclass(frozen=True)
+class UnfinishedUpload:
+    """A multipart upload started and never completed nor aborted."""
+
+    key: str
+    upload_id: str
+    initiated: datetime
+
+
+@dataclass(frozen=True)
 class DeleteReport:
     """Outcome of deleting every version of a key.
 
@@ -326,13 +346,49 @@ class ObjectStore:
             )
         return PutResult(resp.get("VersionId"), size, _strip(resp.get("ETag", "")))
 
-    def abort_upload(self, key: str, upload_id: str) -> None:
-        """Abort an upload and drop its parts; a refusal is logged, not raised."""
+    def abort_upload(self, key: str, upload_id: str, *, quiet: bool = True) -> None:
+        """Abort an upload and drop its parts; a refusal is logged, or raised if not ``quiet``.
+
+        An upload that is already gone counts as aborted.
+        """
         try:
             with _translate("abort_multipart_upload", key):
                 self._s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except ObjectNotFound:
+            pass
         except ObjectStoreError as exc:
+            if not quiet:
+                raise
             log.warning("could not abort multipart upload of %s: %s", key, exc)
+
+    def list_uploads(
+        self, prefix: str = "", *, page_size: int = _LIST_PAGE
+    ) -> Iterator[UnfinishedUpload]:
+        """Every unfinished multipart upload under ``prefix``, page by page."""
+        params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxUploads": page_size}
+        seen: set[str] = set()
+        with _translate("list_multipart_uploads", prefix):
+            while True:
+                page = self._s3.list_multipart_uploads(**params)
+                for item in page.get("Uploads", []):
+                    if item["UploadId"] not in seen:
+                        seen.add(item["UploadId"])
+                        yield UnfinishedUpload(item["Key"], item["UploadId"], item["Initiated"])
+                markers = {
+                    "KeyMarker": page.get("NextKeyMarker"),
+                    "UploadIdMarker": page.get("NextUploadIdMarker"),
+                }
+                # AWS sorts by key and pages on both markers; SeaweedFS sorts by upload
+                # id and answers only the second (its key marker filters, not pages).
+                markers = {name: value for name, value in markers.items() if value}
+                if not page.get("IsTruncated") or not markers:
+                    return
+                if all(params.get(name) == value for name, value in markers.items()):
+                    raise ObjectStoreError("list_multipart_uploads: the listing does not advance")
+                params = {
+                    **{k: v for k, v in params.items() if not k.endswith("Marker")},
+                    **markers,
+                }
 
     def abort_uploads(self, key: str) -> int:
         """Abort every unfinished upload of exactly ``key``; return how many there were.
@@ -506,6 +562,23 @@ class ObjectStore:
             return self._s3.generate_presigned_url(
                 "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_s
             )
+
+    def list_all_versions(self, prefix: str = "") -> Iterator[ObjectVersion]:
+        """Every version and delete marker under ``prefix``, page by page."""
+        pages = self._s3.get_paginator("list_object_versions").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        )
+        with _translate("list_object_versions", prefix):
+            for page in pages:
+                for kind, marker in (("Versions", False), ("DeleteMarkers", True)):
+                    for item in page.get(kind, []):  # type: ignore[attr-defined]
+                        yield ObjectVersion(
+                            item["Key"],
+                            item["VersionId"],
+                            marker,
+                            bool(item.get("IsLatest")),
+                            item["LastModified"],
+                        )
 
     def list_keys(self, prefix: str = "") -> Iterator[str]:
         """Every current key under ``prefix``, page by page."""

@@ -11,11 +11,16 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 import pytest
 
 from storage.embedded_s3 import EmbeddedS3
+from tests.conftest import drop_bucket, unique_bucket
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 CALLREC = [sys.executable, "-m", "recorder"]
 
@@ -257,3 +262,31 @@ def test_purge_command(tmp_path: Path) -> None:
     dry = _run(env, "purge", "--as-of", "2099-01-01", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "would expire 0 purposes, would purge 0 recordings" in dry.stdout
+
+
+def test_reconcile_reports_leftovers_and_cleans_them_when_asked(
+    s3_server: EmbeddedS3, s3_admin: S3Client, tmp_path: Path
+) -> None:
+    from storage.objectstore import ObjectStore
+
+    bucket = unique_bucket()
+    env = _env(tmp_path, **_external_s3(s3_server, s3_bucket=bucket))
+    with ObjectStore.from_config(s3_server.config(bucket)) as store:
+        store.ensure_bucket()
+        try:
+            store.create_upload("acme/2026/11/28/rec_lost.ogg", tags={})  # its abort never came
+            found = _run(env, "reconcile")
+            assert found.returncode == 1, found.stderr
+            assert "1 unfinished uploads" in found.stdout
+            assert "unfinished upload: acme/2026/11/28/rec_lost.ogg" in found.stdout
+            kept = _run(env, "reconcile", "--clean-older-than", "1d")  # too young to go
+            assert kept.returncode == 1, kept.stderr
+            assert "0 uploads aborted" in kept.stdout
+            cleaned = _run(env, "reconcile", "--clean-older-than", "0s")
+            assert cleaned.returncode == 0, cleaned.stdout + cleaned.stderr
+            assert "1 uploads aborted" in cleaned.stdout
+            assert list(store.list_uploads()) == []
+            again = _run(env, "reconcile")
+            assert again.returncode == 0 and "0 unfinished uploads" in again.stdout
+        finally:
+            drop_bucket(s3_admin, bucket)

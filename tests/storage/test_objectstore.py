@@ -216,6 +216,31 @@ def test_delete_all_versions_leaves_nothing(object_store: ObjectStore) -> None:
     assert read_all(object_store, "r.ogg.keep") == b"neighbour"
 
 
+def test_unfinished_uploads_are_listed_page_by_page(object_store: ObjectStore) -> None:
+    started = {
+        object_store.create_upload(key, tags={})
+        for key in ["a/1.ogg", "a/2.ogg", "a/2.ogg", "b/3.ogg", "b/4.ogg"]
+    }
+    listed = list(object_store.list_uploads(page_size=2))  # three pages
+    assert {u.upload_id for u in listed} == started and len(listed) == len(started)
+    assert {u.key for u in object_store.list_uploads("b/")} == {"b/3.ogg", "b/4.ogg"}
+    assert all(u.initiated.tzinfo is not None for u in listed)
+    for upload in listed:
+        object_store.abort_upload(upload.key, upload.upload_id, quiet=False)
+    object_store.abort_upload("a/1.ogg", listed[0].upload_id, quiet=False)  # gone: no error
+    assert list(object_store.list_uploads()) == []
+
+
+def test_every_version_and_delete_marker_is_listed(object_store: ObjectStore) -> None:
+    first = object_store.put_bytes("k/x.ogg", b"1", tags={}).version_id
+    second = object_store.put_bytes("k/x.ogg", b"2", tags={}).version_id
+    marker = object_store.delete("k/y.ogg")
+    listed = {(v.key, v.version_id): v for v in object_store.list_all_versions("k/")}
+    assert set(listed) == {("k/x.ogg", first), ("k/x.ogg", second), ("k/y.ogg", marker)}
+    assert listed["k/x.ogg", second].is_latest and not listed["k/x.ogg", first].is_latest
+    assert listed["k/y.ogg", marker].is_delete_marker
+
+
 def test_missing_key_raises_object_not_found(object_store: ObjectStore) -> None:
     for call in (
         lambda: object_store.head("nope"),
