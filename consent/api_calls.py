@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -21,14 +19,12 @@ from consent.api_auth import (
 )
 from consent.api_context import ApiContext, Context
 from consent.apikeys import Role
-from consent.decision import unavailable
 from consent.errors import ConsentError
 from storage.audit import AuditEntry
-from storage.errors import DatabaseUnavailable
+from storage.group_commit import Work
 
 __all__ = ["CallStatePublic", "DecisionPublic", "decide_call", "router"]
 
-log = logging.getLogger(__name__)
 
 router = APIRouter()
 
@@ -96,29 +92,21 @@ async def call_hook(
     authorization: Annotated[str | None, Header()] = None,
 ) -> DecisionPublic:
     """Ask, at call setup, whether this call may be recorded (fails closed)."""
-    work = _decision_work(context, body, bearer_token(authorization))
-    try:
-        # Committed with the other call setups waiting at the same moment.
-        answer = await context.group_commit.run(work)
-    except (sa.exc.SQLAlchemyError, DatabaseUnavailable):
-        return _unavailable(body.call_id)
-    return _answer(context, answer)
+    work = _hook_work(context, body, bearer_token(authorization), context.clock())
+    # Committed with the other call setups waiting at the same moment.
+    return _answer(context, await context.decisions.run(body, work))
 
 
 def decide_call(context: ApiContext, body: calls.CallRequest, token: str) -> DecisionPublic:
     """The call hook's answer for an integrator ``token``, in a transaction of its own."""
-    work = _decision_work(context, body, token)
-    try:
-        answer = context.group_commit.run_alone(work)
-    except (sa.exc.SQLAlchemyError, DatabaseUnavailable):
-        return _unavailable(body.call_id)
-    return _answer(context, answer)
+    work = _hook_work(context, body, token, context.clock())
+    return _answer(context, context.decisions.run_alone(body, work))
 
 
-def _decision_work(
-    context: ApiContext, body: calls.CallRequest, token: str
-) -> Callable[[sa.Connection, list[AuditEntry]], calls.DecisionView | ConsentError]:
-    """The key check and the decision, for one transaction (blocking: database).
+def _hook_work(
+    context: ApiContext, body: calls.CallRequest, token: str, now: datetime
+) -> Work[calls.DecisionView | ConsentError]:
+    """The key check, then the decision, in one transaction (blocking: database).
 
     A refused key is the work's result, not an exception: an exception would roll back
     the other call setups committed with this one.
@@ -129,18 +117,13 @@ def _decision_work(
     ) -> calls.DecisionView | ConsentError:
         try:
             principal = CALL_HOOK_GUARD.admit(principal_of(connection, context, token), {})
+            client_id = tenant_of(principal)
         except ConsentError as refused:
             return refused
-        return calls.ask(
-            connection,
-            client_id=tenant_of(principal),
-            request=body,
-            phone_key=context.phone_key,
-            reader=context.consent_reader,
-            actor=principal.actor,
-            events=events,
-            now=context.clock(),
+        decide = context.decisions.work(
+            client_id=client_id, call=body, actor=principal.actor, now=now
         )
+        return decide(connection, events)
 
     return work
 
@@ -149,28 +132,6 @@ def _answer(context: ApiContext, answer: calls.DecisionView | ConsentError) -> D
     if isinstance(answer, ConsentError):
         raise answer
     return _decision_public(context, answer)
-
-
-def _unavailable(call_id: str) -> DecisionPublic:
-    # Fail closed: consent that cannot be read is consent that was not given, and the
-    # answer is a plain "do not record", never an error a platform might ignore.
-    log.error("consent unavailable for call %s: answering do-not-record", call_id)
-    decision = unavailable()
-    return DecisionPublic(
-        decision_id="",
-        call_id=call_id,
-        record=False,
-        reason=decision.reason,
-        purposes=[],
-        expires={},
-        announcement_required=False,
-        awaiting_caller_consent=False,
-        rule=decision.rule,
-        rule_jurisdiction=None,
-        grant_id=None,
-        grant_version=None,
-        state="open",
-    )
 
 
 @router.post("/calls/{call_id}/caller-consent", tags=["calls"])

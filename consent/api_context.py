@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from consent import ledger
+from consent.decision_service import DecisionService
 from consent.reader import ConsentReader
 from storage.audit import AuditLog
 from storage.db import session_scope
@@ -40,9 +41,14 @@ class ApiContext:
     consent_reader: ConsentReader = field(default_factory=ConsentReader)
     # Where call setups' writes are committed together; ``close()`` stops its thread.
     group_commit: GroupCommit = field(init=False)
+    # The consent decision, for every source of calls (call hook, WHIP, SIPREC).
+    decisions: DecisionService = field(init=False)
 
     def __post_init__(self) -> None:
         self.group_commit = GroupCommit(self.engine, self.audit, self.clock)
+        self.decisions = DecisionService(
+            group_commit=self.group_commit, reader=self.consent_reader, phone_key=self.phone_key
+        )
 
     def close(self) -> None:
         self.group_commit.close()

@@ -11,15 +11,23 @@ import json
 import logging
 import re
 from datetime import datetime
-from typing import Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlmodel import Session, select
 
 from consent.decision import apply_caller_answer, decide
-from consent.decisions import DECISIONS, CallDecision, CallerAnswer, CallState, DecisionView
-from consent.domain import CallFacts, Channel, Decision, Direction, Reason
+from consent.decisions import (
+    DECISIONS,
+    CallDecision,
+    CallerAnswer,
+    CallState,
+    DecisionView,
+    audit_entry,
+    decision_fields,
+    decision_of,
+)
+from consent.domain import CallFacts, Channel, Direction
 from consent.errors import NotFound, StateConflict
 from consent.jurisdiction import normalize_jurisdiction
 from consent.phones import hash_phone, normalize_phone
@@ -136,11 +144,11 @@ def ask(
         "state": CallState.OPEN,
         "decided_at": now,
         "updated_at": now,
-        **_decision_fields(decision),
+        **decision_fields(decision),
     }
     connection.execute(_INSERT, fields)
     view = DecisionView(**{name: fields[name] for name in DecisionView.__slots__})
-    events.append(_audit_entry(view, "call.decided", actor))
+    events.append(audit_entry(view, "call.decided", actor))
     return view
 
 
@@ -160,8 +168,8 @@ def answer_caller_consent(
         raise StateConflict(
             f"call {call_id} is not waiting for the caller's consent", code="not_awaiting"
         )
-    decision = apply_caller_answer(_to_decision(row), accepted=request.accepted)
-    for name, value in _decision_fields(decision).items():
+    decision = apply_caller_answer(decision_of(row), accepted=request.accepted)
+    for name, value in decision_fields(decision).items():
         setattr(row, name, value)
     row.caller_answer = CallerAnswer.ACCEPTED if request.accepted else CallerAnswer.DECLINED
     row.caller_method, row.caller_notice_version = request.method, request.notice_version
@@ -218,38 +226,6 @@ def get_call(session: Session, *, client_id: str, call_id: str) -> CallDecision:
     return row
 
 
-def _decision_fields(decision: Decision) -> dict[str, Any]:
-    return {
-        "record": decision.record,
-        "reason": decision.reason,
-        "purposes": json.dumps({p: e.isoformat() for p, e in decision.purposes.items()}),
-        "grant_id": decision.grant_id,
-        "grant_version": decision.grant_version,
-        "rule": decision.rule,
-        "rule_jurisdiction": decision.rule_jurisdiction,
-        "rule_version": decision.rule_version,
-        "announcement_required": decision.announcement_required,
-        "awaiting_caller_consent": decision.awaiting_caller_consent,
-    }
-
-
-def _to_decision(row: CallDecision) -> Decision:
-    from consent.domain import Rule
-
-    return Decision(
-        record=row.record,
-        reason=Reason(row.reason),
-        purposes=row.purpose_expiries(),
-        grant_id=row.grant_id,
-        grant_version=row.grant_version,
-        rule=Rule(row.rule),
-        rule_jurisdiction=row.rule_jurisdiction,
-        rule_version=row.rule_version,
-        announcement_required=row.announcement_required,
-        awaiting_caller_consent=row.awaiting_caller_consent,
-    )
-
-
 def _audit(
     session: Session | sa.Connection,
     audit: AuditLog,
@@ -258,24 +234,4 @@ def _audit(
     actor: str,
     now: datetime,
 ) -> None:
-    audit.append_many(session, [_audit_entry(row, kind, actor)], now=now)
-
-
-def _audit_entry(row: DecisionView, kind: str, actor: str) -> AuditEntry:
-    return AuditEntry(
-        kind,
-        actor,
-        client_id=row.client_id,
-        subject=row.id,
-        data={
-            "call_id": row.call_id,
-            "record": row.record,
-            "reason": row.reason,
-            "purposes": json.loads(row.purposes),
-            "grant_id": row.grant_id,
-            "grant_version": row.grant_version,
-            "rule": row.rule,
-            "rule_jurisdiction": row.rule_jurisdiction,
-            "state": row.state,
-        },
-    )
+    audit.append_many(session, [audit_entry(row, kind, actor)], now=now)

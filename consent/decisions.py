@@ -1,7 +1,8 @@
 """A call's decision as stored: one row per (client, call), and the view the hook answers.
 
-Decided once at call setup by ``calls.ask``; afterwards only the caller's answer and
-the call's state change.
+Decided once at call setup by ``calls.ask``; afterwards only the caller's answer, the
+call's state and, when its grant ends before any audio is captured, its outcome
+(``consent.lapse``) change.
 """
 
 from __future__ import annotations
@@ -10,14 +11,26 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
+from consent.domain import Decision, Reason, Rule
+from storage.audit import AuditEntry
 from storage.types import UTCDateTime
 
-__all__ = ["DECISIONS", "CallDecision", "CallState", "CallerAnswer", "DecisionView"]
+__all__ = [
+    "DECISIONS",
+    "CallDecision",
+    "CallState",
+    "CallerAnswer",
+    "DecisionView",
+    "audit_entry",
+    "decision_fields",
+    "decision_of",
+]
 
 
 class CallState(StrEnum):
@@ -66,15 +79,6 @@ class CallDecision(SQLModel, table=True):
     def purpose_expiries(self) -> dict[str, datetime]:
         return {p: datetime.fromisoformat(e) for p, e in json.loads(self.purposes).items()}
 
-    @property
-    def may_keep_audio(self) -> bool:
-        """True while audio for this call may be kept (consent complete, not opted out)."""
-        return (
-            self.record
-            and not self.awaiting_caller_consent
-            and self.state in (CallState.OPEN, CallState.PAUSED, CallState.ENDED)
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class DecisionView:
@@ -108,3 +112,56 @@ class DecisionView:
 
 
 DECISIONS: sa.Table = CallDecision.__table__  # type: ignore[attr-defined]
+
+
+def decision_fields(decision: Decision) -> dict[str, Any]:
+    """A decision's outcome as the row's columns."""
+    return {
+        "record": decision.record,
+        "reason": decision.reason,
+        "purposes": json.dumps({p: e.isoformat() for p, e in decision.purposes.items()}),
+        "grant_id": decision.grant_id,
+        "grant_version": decision.grant_version,
+        "rule": decision.rule,
+        "rule_jurisdiction": decision.rule_jurisdiction,
+        "rule_version": decision.rule_version,
+        "announcement_required": decision.announcement_required,
+        "awaiting_caller_consent": decision.awaiting_caller_consent,
+    }
+
+
+def decision_of(row: CallDecision) -> Decision:
+    """The stored outcome as the decision engine's value."""
+    return Decision(
+        record=row.record,
+        reason=Reason(row.reason),
+        purposes=row.purpose_expiries(),
+        grant_id=row.grant_id,
+        grant_version=row.grant_version,
+        rule=Rule(row.rule),
+        rule_jurisdiction=row.rule_jurisdiction,
+        rule_version=row.rule_version,
+        announcement_required=row.announcement_required,
+        awaiting_caller_consent=row.awaiting_caller_consent,
+    )
+
+
+def audit_entry(row: DecisionView, kind: str, actor: str) -> AuditEntry:
+    """The audit event of a change to a call's decision or state."""
+    return AuditEntry(
+        kind,
+        actor,
+        client_id=row.client_id,
+        subject=row.id,
+        data={
+            "call_id": row.call_id,
+            "record": row.record,
+            "reason": row.reason,
+            "purposes": json.loads(row.purposes),
+            "grant_id": row.grant_id,
+            "grant_version": row.grant_version,
+            "rule": row.rule,
+            "rule_jurisdiction": row.rule_jurisdiction,
+            "state": row.state,
+        },
+    )
