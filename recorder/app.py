@@ -27,6 +27,7 @@ from consent.api_context import ApiContext
 from consent.ledger import ConsentEvent
 from recorder import recordings
 from recorder.errors import install_error_handlers
+from recorder.metrics import DomainMetrics
 from recorder.openapi import install_openapi
 from retention import api as retention_api
 from retention import audit_api
@@ -89,7 +90,7 @@ def create_app(
     app.state.scratch_dir = settings.data_dir / "tmp"
     app.state.scratch_dir.mkdir(parents=True, exist_ok=True)
     install_error_handlers(app)
-    _install_metrics(app)
+    _install_metrics(app, backend, clock)
     app.include_router(consent_api.router)
     app.include_router(recordings.router)
     app.include_router(retention_api.router)
@@ -118,8 +119,9 @@ def roles_of(dependant: Dependant) -> set[str]:
     return {role.value for guard in guards_of(dependant) for role in guard.roles}
 
 
-def _install_metrics(app: FastAPI) -> None:
+def _install_metrics(app: FastAPI, backend: StorageBackend, clock: Callable[[], datetime]) -> None:
     registry = CollectorRegistry()
+    DomainMetrics(registry, backend, clock)
     requests = Counter(
         "callrec_http_requests",
         "HTTP requests by route and status.",

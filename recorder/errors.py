@@ -15,6 +15,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from consent import errors as consent_errors
 from consent.api_auth import guards_of
@@ -129,6 +130,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             error_body(code, exc.detail), status_code=exc.status_code, headers=exc.headers
         )
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, _exc: Exception) -> JSONResponse:
+        # The client's own doing (a dropped link, a cancelled upload): nothing was kept.
+        log.info("client disconnected during %s %s", request.method, request.url.path)
+        # Nobody reads it; 499 (client closed request) only tells the access log and metrics.
+        return JSONResponse(error_body("client_disconnected", "client left"), status_code=499)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

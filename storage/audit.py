@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlmodel import Field, Session, SQLModel, select
 
+from storage import audit_feed
 from storage.db import connection_of
 from storage.types import UTCDateTime
 
@@ -200,6 +201,17 @@ class AuditLog:
             events.append(event)
             appended.append(Appended(seq, hash_))
         connection.execute(_INSERT_EVENT, events)
+        if audit_feed.watched(connection):
+            first = seq - len(entries) + 1
+            audit_feed.stage(
+                connection,
+                (
+                    audit_feed.FedEvent(
+                        first + i, now, e.kind, e.actor, e.client_id, e.subject, e.data or {}
+                    )
+                    for i, e in enumerate(entries)
+                ),
+            )
         anchor = {"seq": seq, "hash": hash_, "mac": self._mac(seq, hash_)}
         if connection.execute(_UPDATE_ANCHOR, anchor).rowcount == 0:
             # The very first event (or an anchor someone removed: put back).

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy.engine import Engine
 
-from storage import crypto
+from storage import audit_feed, crypto
 from storage.audit import AuditLog
 from storage.capabilities import check_backend
 from storage.db import check_database, create_db_engine, migrate, session_scope
@@ -134,6 +134,8 @@ class StorageBackend:
             part_size=settings.s3_part_size,
             concurrency=settings.s3_concurrency,
         )
+        if self._serving:  # the gateway's log: one line per domain event
+            audit_feed.watch(self._engine, audit_feed.log_events)
         recovered = self._vault.recover(now=now)
         if recovered:
             log.info("uploaded %d recordings left in the spool", recovered)

@@ -7,6 +7,7 @@ so callers never see a boto type.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -184,6 +185,30 @@ class ObjectStore:
         self._s3 = client
         self.bucket = bucket
         self._region = region
+        self._errors: Counter[str] = Counter()
+        self._errors_lock = threading.Lock()
+        # Counted per request once botocore is done retrying, by S3 error code or by
+        # exception (refused, timed out); a 404 is an answer, not an error.
+        events = client.meta.events
+        events.register("after-call.s3", self._count_answer)
+        events.register("after-call-error.s3", self._count_failure)
+
+    @property
+    def errors(self) -> dict[str, int]:
+        """S3 requests that failed since this store was made, by error code."""
+        with self._errors_lock:
+            return dict(self._errors)
+
+    def _count_answer(self, http_response: Any = None, parsed: Any = None, **_: Any) -> None:
+        status = getattr(http_response, "status_code", 200)
+        if status >= 400 and status != 404:
+            code = (parsed or {}).get("Error", {}).get("Code") or str(status)
+            with self._errors_lock:
+                self._errors[str(code)] += 1
+
+    def _count_failure(self, exception: BaseException | None = None, **_: Any) -> None:
+        with self._errors_lock:
+            self._errors[type(exception).__name__] += 1
 
     @classmethod
     def from_config(

@@ -85,6 +85,7 @@ class Vault:
         # Caps the parts held in memory across every recording this vault streams at once.
         self._buffers = PartBuffers(concurrency, part_size)
         spool_dir.mkdir(parents=True, exist_ok=True)
+        self.upload_retries = 0  # uploads tried again from the spool, since this vault began
 
     def begin(self, draft: RecordingDraft, *, now: datetime) -> SpoolWriter:
         """Catalog a new recording in state ``recording`` and open its spool.
@@ -221,7 +222,18 @@ class Vault:
             path.unlink(missing_ok=True)
             self._abort_parts(recording.object_key)
             return None
+        self.upload_retries += 1
         return self._upload(recording_id, path, now=now, streamed=None)
+
+    def spool_backlog(self, *, now: datetime) -> tuple[int, float]:
+        """Whole recordings in the spool, not (yet) in S3, and the oldest one's wait in seconds."""
+        waits = []
+        for path in self._spool_dir.glob(f"*{SEALED_SUFFIX}"):
+            try:
+                waits.append(now.timestamp() - path.stat().st_mtime)
+            except FileNotFoundError:  # stored meanwhile
+                continue
+        return len(waits), max(waits, default=0.0)
 
     def _abort_parts(self, key: str) -> None:
         """Drop the parts a dead capture streamed; reconciliation cleans up if S3 is away."""

@@ -21,6 +21,7 @@ from recorder.app import create_app
 from storage.backend import StorageBackend
 from storage.settings import Settings
 from tests.recorder.conftest import ADMIN_KEY, call_body, make_tenant, tone_wav
+from tests.recorder.test_metrics import metric
 
 T = TypeVar("T")
 
@@ -108,6 +109,10 @@ def test_weed_killed_then_restarted_while_uploads_wait_in_the_spool(
             during = _upload(client, tenant, "call-during", wav)
             assert during.status_code == 202, during.text
             assert during.json()["state"] == "recording"
+            metrics = client.get("/metrics").text
+            assert metric(metrics, "callrec_spool_depth") == 1
+            assert metric(metrics, "callrec_embedded_s3_up") == 0
+            assert metric(metrics, 'callrec_s3_errors_total{code="EndpointConnectionError"}') >= 1
         finally:
             blocker.close()
 
@@ -129,6 +134,17 @@ def test_weed_killed_then_restarted_while_uploads_wait_in_the_spool(
         assert backend.vault.recover(now=now) == 1
         stored = client.get(f"/v1/recordings/{during.json()['id']}", headers=tenant.client_admin)
         assert stored.json()["state"] == "stored"
+        metrics = client.get("/metrics").text
+        assert metric(metrics, "callrec_embedded_s3_restarts_total") == 1
+        assert metric(metrics, "callrec_embedded_s3_up") == 1
+        assert metric(metrics, "callrec_upload_retries_total") == 1
+        assert metric(metrics, "callrec_spool_depth") == 0
+        assert metric(metrics, "callrec_recordings_stored_total") == 2
+        # The gateway's log has one line per domain event: ids and codes, no phone number.
+        events = [r.getMessage() for r in caplog.records if r.name == "storage.audit_feed"]
+        assert "recording.stored seq=" in "\n".join(events)
+        assert [e for e in events if during.json()["id"] in e and "recording.stored" in e]
+        assert not [r for r in caplog.records if "+2126" in r.getMessage()]
         # What was stored before the kill survived it.
         audio = client.get(
             f"/v1/recordings/{before.json()['id']}/audio", headers=tenant.client_admin
