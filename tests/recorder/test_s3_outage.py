@@ -18,6 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from recorder.app import create_app
+from recorder.scheduler import start_jobs
 from storage.backend import StorageBackend
 from storage.settings import Settings
 from tests.recorder.conftest import ADMIN_KEY, call_body, make_tenant, tone_wav
@@ -74,12 +75,15 @@ def test_weed_killed_then_restarted_while_uploads_wait_in_the_spool(
     tmp_path: Path,
     now: datetime,
     caplog: pytest.LogCaptureFixture,
+    request: pytest.FixtureRequest,
 ) -> None:
     caplog.set_level(logging.INFO)
     backend = serving_backend
     server, supervisor = backend.embedded_s3, backend.s3_supervisor
     assert server is not None and supervisor is not None
     wav = tone_wav(tmp_path / "call.wav", seconds=1.0)
+    jobs = start_jobs(backend)
+    request.addfinalizer(lambda: jobs.shutdown(wait=True))
     with TestClient(create_app(backend, clock=lambda: now)) as client:
         tenant = make_tenant(client)
         before = _upload(client, tenant, "call-before", wav)
@@ -90,7 +94,8 @@ def test_weed_killed_then_restarted_while_uploads_wait_in_the_spool(
 
         # One of weed's own ports (not S3's: uploads must be refused, not hang), kept
         # taken so that the restarts fail until the test lets them go.
-        listening = {c.laddr.port for c in psutil.Process(pid).net_connections(kind="inet")}
+        sockets = psutil.Process(pid).net_connections(kind="inet")
+        listening = {c.laddr.port for c in sockets if c.status == psutil.CONN_LISTEN}
         port = min(listening - {urlsplit(endpoint).port})
         os.kill(pid, signal.SIGKILL)
         blocker = wait_for(lambda: _hold_port(port), 10, f"port {port} freed")
@@ -130,10 +135,13 @@ def test_weed_killed_then_restarted_while_uploads_wait_in_the_spool(
         ) in logged
         assert any(level == "WARNING" and "restarted" in text for level, text in logged)
 
-        # The spool retry job's work: the recording that waited is stored now.
-        assert backend.vault.recover(now=now) == 1
-        stored = client.get(f"/v1/recordings/{during.json()['id']}", headers=tenant.client_admin)
-        assert stored.json()["state"] == "stored"
+        # The spool retry job runs as soon as S3 is back (its interval is a minute).
+        def stored() -> bool | None:
+            url = f"/v1/recordings/{during.json()['id']}"
+            answer = client.get(url, headers=tenant.client_admin).json()
+            return answer["state"] == "stored" or None
+
+        wait_for(stored, 30, "the spooled recording stored")
         metrics = client.get("/metrics").text
         assert metric(metrics, "callrec_embedded_s3_restarts_total") == 1
         assert metric(metrics, "callrec_embedded_s3_up") == 1
