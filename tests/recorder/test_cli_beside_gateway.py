@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -17,9 +19,28 @@ import psutil
 import pytest
 
 from tests.recorder.conftest import ADMIN_KEY, call_body, tone_wav
-from tests.recorder.test_cli import CALLREC, _env, _free_port, _run
 
+CALLREC = [sys.executable, "-m", "recorder"]
 ENDPOINT_FILE = Path("s3") / "endpoint.json"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _env(data_dir: Path, **settings: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLREC_")}
+    env["CALLREC_DATA_DIR"] = str(data_dir)
+    env.update({f"CALLREC_{k.upper()}": v for k, v in settings.items()})
+    return env
+
+
+def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CALLREC, *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def _request(
