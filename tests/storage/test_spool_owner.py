@@ -217,3 +217,26 @@ def test_a_claimed_spool_is_nobody_elses(tmp_path: Path) -> None:
     assert ownerless_spools(tmp_path) == [path]
     with claim_spool(tmp_path / "rec_gone.part") as missing:
         assert not missing
+
+
+def test_a_spool_left_after_the_catalog_said_stored_is_only_removed(
+    engine: Engine, object_store: ObjectStore, now: datetime, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    vault = _vault(engine, object_store, spool)
+    writer = vault.begin(_draft(now), now=now)
+    writer.write(os.urandom(100_000))
+    path = writer.seal()[0]
+    kept = path.read_bytes()
+    writer.release()
+    assert vault.recover(now=now) == 1
+    path.write_bytes(kept)  # killed after the catalog write, before the spool was removed
+    assert ownerless_spools(spool) == [path]
+    assert vault.recover(now=now) == 0
+    assert list(spool.iterdir()) == []
+    with Session(engine) as session:
+        recording = catalog.get_recording(session, writer.recording_id)
+    assert recording is not None and recording.state == RecordingState.STORED
+    assert [v.version_id for v in object_store.list_versions(recording.object_key)] == [
+        recording.version_id
+    ]
