@@ -35,6 +35,7 @@ from retention.purge import Purger
 from retention.withdrawal import withdraw_revoked_purposes
 from storage.backend import StorageBackend
 from storage.errors import StorageError
+from storage.scratch import clear_leftovers
 
 
 def create_app(
@@ -89,6 +90,7 @@ def create_app(
     app.state.upload_max_bytes = settings.upload_max_bytes
     app.state.scratch_dir = settings.data_dir / "tmp"
     app.state.scratch_dir.mkdir(parents=True, exist_ok=True)
+    clear_leftovers(app.state.scratch_dir)  # what a crash of an older version left there
     install_error_handlers(app)
     _install_metrics(app, backend, clock)
     app.include_router(consent_api.router)

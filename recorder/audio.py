@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Generator, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import IO, Protocol
 
 import av
 from av.audio.frame import AudioFrame
@@ -59,13 +61,40 @@ class AudioInfo:
     duration_s: float
 
 
+class Body(Protocol):
+    """An upload's bytes, readable as often as needed (a ``storage.scratch.Scratch``)."""
+
+    @property
+    def size(self) -> int: ...
+
+    def open(self) -> IO[bytes]: ...
+
+
+class FileBody:
+    """A body in a plain file (tests and tools; uploads arrive in an encrypted scratch)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @property
+    def size(self) -> int:
+        return self.path.stat().st_size
+
+    def open(self) -> IO[bytes]:
+        return self.path.open("rb")
+
+
+def _body(source: Path | Body) -> Body:
+    return FileBody(source) if isinstance(source, Path) else source
+
+
 def _invalid(message: str) -> AudioError:
     return InvalidAudio(message)
 
 
-def _sniff(path: Path) -> str | None:
+def _sniff(source: Body) -> str | None:
     """The format the magic bytes announce, looking past ID3v2 tags (mp3 and flac carry them)."""
-    with path.open("rb") as body:
+    with source.open() as body:
         head = body.read(12)
         for _ in range(_ID3_MAX_TAGS):
             if not (head.startswith(b"ID3") and len(head) >= 10):
@@ -86,14 +115,20 @@ def _sniff(path: Path) -> str | None:
     return None
 
 
-def _open(path: Path, fmt: str) -> InputContainer:
+@contextmanager
+def _open(source: Body, fmt: str) -> Iterator[InputContainer]:
     # The demuxer is forced: letting FFmpeg guess could pick playlist formats that open
     # other files or URLs named inside the body. Tags are never used, so tag bytes that
-    # are not UTF-8 must not fail an upload.
-    return av.open(str(path), mode="r", format=fmt, metadata_errors="replace")
+    # are not UTF-8 must not fail an upload. The body is handed over as a file object:
+    # FFmpeg never gets a path it could open itself.
+    with (
+        source.open() as raw,
+        av.open(raw, mode="r", format=fmt, metadata_errors="replace") as container,
+    ):
+        yield container
 
 
-def probe(path: Path, content_type: str) -> AudioInfo:
+def probe(source: Path | Body, content_type: str) -> AudioInfo:
     """Check the declared type against the body and find its one audio stream.
 
     Raises ``AudioError``: ``unsupported_media_type`` for a type not in
@@ -104,15 +139,16 @@ def probe(path: Path, content_type: str) -> AudioInfo:
     fmt = SUPPORTED_TYPES.get(declared)
     if fmt is None:
         raise UnsupportedAudio(f"unsupported content type {declared!r}")
-    if path.stat().st_size == 0:
+    body = _body(source)
+    if body.size == 0:
         raise _invalid("empty body")
-    found = _sniff(path)
+    found = _sniff(body)
     if found is None:
         raise _invalid(f"declared {declared} but the body is not wav, mp3, ogg or flac")
     if found != fmt:
         raise _invalid(f"declared {declared} but the body is {found}")
     try:
-        with _open(path, fmt) as container:
+        with _open(body, fmt) as container:
             streams = container.streams.audio
             if len(streams) != 1:
                 raise _invalid("no audio stream" if not streams else "more than one audio stream")
@@ -158,8 +194,8 @@ class OpusEncoding:
     that stops decoding raises ``AudioError(invalid_audio)`` mid-iteration.
     """
 
-    def __init__(self, path: Path, info: AudioInfo, bitrate_per_channel: int) -> None:
-        self.path = path
+    def __init__(self, body: Body, info: AudioInfo, bitrate_per_channel: int) -> None:
+        self.body = body
         self.info = info
         self.bit_rate = bitrate_per_channel * info.channels
         self.duration_s: float | None = None
@@ -195,7 +231,7 @@ class OpusEncoding:
         resampler: AudioResampler | None = None
         source: tuple[str, str, int] | None = None
         try:
-            with _open(self.path, self.info.format) as container:
+            with _open(self.body, self.info.format) as container:
                 for frame in container.decode(container.streams.audio[0]):
                     if frame.layout.nb_channels != self.info.channels:
                         raise _invalid(f"channel count changes at {decoded:.1f} s")
@@ -216,13 +252,15 @@ class OpusEncoding:
             raise _invalid(message) from exc
 
 
-def to_ogg_opus(path: Path, info: AudioInfo, *, bitrate_per_channel: int = 32_000) -> OpusEncoding:
+def to_ogg_opus(
+    source: Path | Body, info: AudioInfo, *, bitrate_per_channel: int = 32_000
+) -> OpusEncoding:
     """Encode a probed upload to Ogg/Opus at 48 kHz, VBR, ``bitrate_per_channel`` per channel.
 
     Returns an ``OpusEncoding``: an iterable of output pieces (one decode, one
     encode, bounded memory) whose ``duration_s`` is filled once fully iterated.
     """
-    return OpusEncoding(path, info, bitrate_per_channel)
+    return OpusEncoding(_body(source), info, bitrate_per_channel)
 
 
 def duration_of_ogg(data_or_path: bytes | Path) -> float:

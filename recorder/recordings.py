@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import tempfile
 from datetime import datetime
-from pathlib import Path
-from typing import Annotated, BinaryIO, cast
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from sqlmodel import Session, select
-from starlette.background import BackgroundTask
 
 from consent import calls
 from consent.api_auth import Integrator, allow, tenant_of
@@ -25,9 +22,11 @@ from consent.errors import (
 )
 from recorder import audio
 from recorder._exceptions import UnsupportedAudio
+from retention.api_files import stream_scratch
 from retention.holds import held_from_the_start
 from storage import catalog
 from storage.catalog import Recording, RecordingState
+from storage.scratch import Scratch
 from storage.vault import RecordingDraft, Vault
 
 router = APIRouter(prefix="/v1", tags=["recordings"])
@@ -139,17 +138,17 @@ async def upload_recording(
     if media_type not in audio.SUPPORTED_TYPES:
         accepted = ", ".join(sorted(audio.SUPPORTED_TYPES))
         raise UnsupportedAudio(f"content type {media_type or '(none)'} is not one of {accepted}")
-    with tempfile.NamedTemporaryFile(dir=request.app.state.scratch_dir, suffix=".upload") as body:
+    # The body is encrypted as it arrives, under a key only this request holds: no
+    # audio is ever on disk in the clear, not even after a crash.
+    with Scratch(request.app.state.scratch_dir) as body:
         size = 0
         async for piece in request.stream():
             size += len(piece)
             if size > limit:
                 raise PayloadTooLarge(f"the upload is over the {limit}-byte limit")
             body.write(piece)
-        body.flush()
-        recording = await run_in_threadpool(
-            _store_upload, context, vault, call, Path(body.name), content_type
-        )
+        body.seal()
+        recording = await run_in_threadpool(_store_upload, context, vault, call, body, content_type)
     if recording.state != RecordingState.STORED:
         response.status_code = status.HTTP_202_ACCEPTED
     with context.read() as session:
@@ -157,9 +156,9 @@ async def upload_recording(
 
 
 def _store_upload(
-    context: ApiContext, vault: Vault, call: calls.CallDecision, path: Path, content_type: str
+    context: ApiContext, vault: Vault, call: calls.CallDecision, body: Scratch, content_type: str
 ) -> Recording:
-    info = audio.probe(path, content_type)  # an AudioError is answered 415 or 422
+    info = audio.probe(body, content_type)  # an AudioError is answered 415 or 422
     now = context.clock()
     with context.read() as session:
         held = held_from_the_start(session, client_id=call.client_id, call_id=call.call_id)
@@ -175,7 +174,7 @@ def _store_upload(
         started_at=now,
         legal_hold=held,
     )
-    encoding = audio.to_ogg_opus(path, info)
+    encoding = audio.to_ogg_opus(body, info)
     writer = vault.begin(draft, now=now)
     try:
         for piece in encoding:
@@ -224,7 +223,7 @@ def get_recording(recording_id: str, context: Context, principal: Reader) -> Rec
 
 @router.get(
     "/recordings/{recording_id}/audio",
-    response_class=FileResponse,
+    response_class=StreamingResponse,
     responses={
         200: {"content": {"audio/ogg": {}}},
         409: {"description": "The recording is restricted, or not stored (yet, or any more)."},
@@ -233,7 +232,7 @@ def get_recording(recording_id: str, context: Context, principal: Reader) -> Rec
 )
 def get_audio(
     recording_id: str, request: Request, context: Context, vault: VaultDep, principal: Reader
-) -> FileResponse:
+) -> StreamingResponse:
     """The decrypted audio; every read is written to the audit log."""
     with context.read() as session:
         recording = _visible(session, principal, recording_id)
@@ -241,13 +240,13 @@ def get_audio(
         raise StateConflict(f"recording {recording_id} is restricted", code="recording_restricted")
     if recording.state != RecordingState.STORED:
         raise StateConflict(f"recording {recording_id} is {recording.state}", code="not_stored")
-    scratch_dir = request.app.state.scratch_dir
-    scratch = tempfile.NamedTemporaryFile(dir=scratch_dir, suffix=".read", delete=False)  # noqa: SIM115
+    # The whole object is authenticated before the first byte is served: a tampered or
+    # cut object fails here, with an error, instead of in the middle of the audio. The
+    # plaintext waits in an encrypted scratch meanwhile, never in the clear on disk.
+    scratch = Scratch(request.app.state.scratch_dir)
     try:
-        with scratch:
-            vault.read(
-                recording, cast(BinaryIO, scratch)
-            )  # authenticated in full before a byte is served
+        vault.read(recording, scratch)
+        scratch.seal()
         with context.write() as session:
             context.audit.append(
                 session,
@@ -259,11 +258,10 @@ def get_audio(
                 data={"role": principal.role, "sha256": recording.sha256},
             )
     except BaseException:
-        Path(scratch.name).unlink(missing_ok=True)
+        scratch.close()
         raise
-    return FileResponse(
-        scratch.name,
+    return stream_scratch(
+        scratch,
         media_type=f"audio/{recording.container}",
         filename=f"{recording.id}.{recording.container}",
-        background=BackgroundTask(Path(scratch.name).unlink, missing_ok=True),
     )

@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import zipfile
 from pathlib import Path
-from typing import Annotated, BinaryIO, Literal, cast
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
-from starlette.background import BackgroundTask
 
 from consent import clients
 from consent.api_auth import allow
 from consent.api_context import ApiContext, Context
 from consent.apikeys import Principal, Role
 from retention import holds, subjects
+from retention.api_files import stream_scratch
 from retention.errors import NotFound, StateConflict
 from retention.purge import Purger
 from retention.report import build_report, to_json
@@ -28,6 +25,7 @@ from retention.report_html import to_html
 from storage import catalog
 from storage.catalog import Recording, RecordingState
 from storage.objectstore import ObjectStore
+from storage.scratch import Scratch
 from storage.vault import Vault
 
 router = APIRouter(prefix="/v1", tags=["retention"])
@@ -145,7 +143,7 @@ def get_subject_request(
 
 @router.get(
     "/subject-requests/{request_id}/export",
-    response_class=FileResponse,
+    response_class=StreamingResponse,
     responses={
         200: {"content": {"application/zip": {}}},
         409: {"description": "Not an access request."},
@@ -154,7 +152,7 @@ def get_subject_request(
 )
 def export_subject_data(
     request_id: str, request: Request, context: Context, principal: Requester
-) -> FileResponse:
+) -> StreamingResponse:
     """The access export: each recording's audio and metadata, in one zip (audited)."""
     vault: Vault = request.app.state.vault
     with context.read() as session:
@@ -174,50 +172,49 @@ def export_subject_data(
             }
             for recording in recordings
         ]
-    path = export_bundle(vault, recordings, metadata, request.app.state.scratch_dir)
-    with context.write() as session:
-        context.audit.append(
-            session,
-            kind="subject_request.exported",
-            actor=principal.actor,
-            now=context.clock(),
-            client_id=row.client_id,
-            subject=row.id,
-            data={"recordings": [r.id for r in recordings]},
-        )
-    return FileResponse(
-        path,
-        media_type="application/zip",
-        filename=f"{row.id}.zip",
-        background=BackgroundTask(path.unlink, missing_ok=True),
-    )
+    bundle = export_bundle(vault, recordings, metadata, request.app.state.scratch_dir)
+    try:
+        with context.write() as session:
+            context.audit.append(
+                session,
+                kind="subject_request.exported",
+                actor=principal.actor,
+                now=context.clock(),
+                client_id=row.client_id,
+                subject=row.id,
+                data={"recordings": [r.id for r in recordings]},
+            )
+    except BaseException:
+        bundle.close()
+        raise
+    return stream_scratch(bundle, media_type="application/zip", filename=f"{row.id}.zip")
 
 
 def export_bundle(
     vault: Vault, recordings: list[Recording], metadata: list[dict[str, object]], scratch: Path
-) -> Path:
-    """Write the zip: ``metadata.json`` and one audio file per recording still readable."""
-    handle, name = tempfile.mkstemp(dir=scratch, suffix=".zip")
-    os.close(handle)
-    path = Path(name)
+) -> Scratch:
+    """Build the zip: ``metadata.json`` and one audio file per recording still readable.
+
+    It is built in an encrypted scratch (audio never lies on disk in the clear) and
+    written as a stream, so each entry's sizes follow its data.
+    """
+    bundle = Scratch(scratch)
     try:
-        with zipfile.ZipFile(path, "w") as bundle:
-            bundle.writestr("metadata.json", json.dumps(metadata, indent=2))
+        with zipfile.ZipFile(bundle, "w") as archive:
+            archive.writestr("metadata.json", json.dumps(metadata, indent=2))
             for recording in recordings:
                 if (
                     recording.state != RecordingState.STORED
                     and recording.state != RecordingState.RESTRICTED
                 ):
                     continue
-                with tempfile.TemporaryFile(dir=scratch) as audio:
-                    vault.read(recording, cast(BinaryIO, audio))
-                    audio.seek(0)
-                    with bundle.open(f"{recording.id}.{recording.container}", "w") as entry:
-                        shutil.copyfileobj(audio, entry)
+                with archive.open(f"{recording.id}.{recording.container}", "w") as entry:
+                    vault.read(recording, entry)
+        bundle.seal()
     except BaseException:
-        path.unlink(missing_ok=True)
+        bundle.close()
         raise
-    return path
+    return bundle
 
 
 _MEDIA = {

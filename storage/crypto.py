@@ -269,6 +269,52 @@ class StreamDecryptor:
         return plaintext
 
 
+class ChunkOpener:
+    """Random access to a whole stream of known size: any chunk opened on its own.
+
+    For a stream this process wrote and now reads back out of order (a decoder that
+    seeks). The stream's size says which chunk is the last, so a cut stream still
+    fails: its new last chunk was sealed without the last-chunk flag.
+    """
+
+    def __init__(self, key: bytes, header: bytes, *, aad: bytes, size: int) -> None:
+        _check_key(key, "key")
+        if len(header) != _HEADER.size or size < _HEADER.size + _TAG:
+            raise IntegrityError("stream truncated in the header")
+        magic, version, chunk_size, self._prefix = _HEADER.unpack(header)
+        if magic != _MAGIC or version != _STREAM_VERSION or not 0 < chunk_size <= MAX_CHUNK_SIZE:
+            raise IntegrityError("bad header")
+        self._aead, self._ad = AESGCM(key), header + aad
+        self.chunk_size: int = chunk_size
+        self._frame = self.chunk_size + _TAG
+        body = size - _HEADER.size
+        self.chunks: int = body // self._frame + 1
+        if body % self._frame < _TAG:
+            raise IntegrityError("stream truncated: final chunk missing")
+        self.plaintext_size: int = body - self.chunks * _TAG
+
+    def span(self, index: int) -> tuple[int, int]:
+        """Where chunk ``index`` lies in the stream: (offset, length)."""
+        offset = _HEADER.size + index * self._frame
+        last = index == self.chunks - 1
+        return offset, (
+            self.plaintext_size - index * self.chunk_size + _TAG if last else self._frame
+        )
+
+    def open(self, index: int, frame: _Bytes) -> bytes:
+        """The plaintext of chunk ``index``; raise IntegrityError if it does not authenticate."""
+        if not 0 <= index < self.chunks:
+            raise ValueError(f"no chunk {index} in a stream of {self.chunks}")
+        nonce = self._prefix + _NONCE_TAIL.pack(index, index == self.chunks - 1)
+        try:
+            return self._aead.decrypt(nonce, frame, self._ad)
+        except InvalidTag:
+            raise IntegrityError(f"chunk {index} failed authentication") from None
+
+
+HEADER_SIZE = _HEADER.size
+
+
 def encrypt_chunks(
     key: bytes, chunks: Iterable[_Bytes], *, aad: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE
 ) -> Iterator[bytes]:

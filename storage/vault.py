@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import Protocol
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -43,6 +43,12 @@ from storage.spool import (
 )
 
 log = logging.getLogger(__name__)
+
+
+class Sink(Protocol):
+    """Where ``Vault.read`` writes plaintext."""
+
+    def write(self, data: bytes, /) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -242,12 +248,12 @@ class Vault:
         except ObjectStoreError as exc:
             log.warning("could not abort the unfinished upload of %s: %s", key, exc)
 
-    def read(self, recording: Recording, dest: BinaryIO) -> None:
+    def read(self, recording: Recording, dest: Sink) -> None:
         """Decrypt a recording's audio into ``dest``.
 
         Each chunk is authenticated before it is written, and a truncated or tampered
-        object raises IntegrityError; ``dest`` must be a scratch file that the caller
-        serves only when this returns.
+        object raises IntegrityError; ``dest`` must be an encrypted scratch
+        (``storage.scratch``) that the caller serves only when this returns.
         """
         with Session(self._engine) as session:
             key = self._keyring.recording_key(session, recording_id=recording.id)
