@@ -52,6 +52,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _CALL_ID = re.compile(r"^[A-Za-z0-9._:@+-]{1,200}$")
+_E164_SCHEMA = r"^\+[1-9][0-9]{6,14}$"
+_JURISDICTION_SCHEMA = r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$"
 _INSERT = sa.insert(DECISIONS)
 _VIEW_BY_ID = sa.select(*(DECISIONS.c[name] for name in DecisionView.__slots__)).where(
     DECISIONS.c.id == sa.bindparam("id")
@@ -63,15 +65,35 @@ class CallRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    call_id: str = Field(description="The platform's call id (letters, digits, ._:@+-)")
-    direction: Direction
-    from_: str = Field(alias="from", description="Caller, E.164 or sip:/tel: URI")
-    to: str = Field(description="Callee, E.164 or sip:/tel: URI")
-    channel: Channel
-    jurisdiction: str | None = Field(
-        default=None, description="Where the other party is (MA, US-CA…); unknown = strictest"
+    # The patterns below document the canonical forms (what a generator should send);
+    # the validators also accept the looser forms their descriptions name.
+    call_id: str = Field(
+        description="The platform's call id: 1-200 letters, digits or ._:@+-",
+        json_schema_extra={"pattern": _CALL_ID.pattern, "examples": ["c-1001"]},
     )
-    purposes: list[str] | None = Field(default=None, description="Default: all granted")
+    direction: Direction = Field(description="`inbound` or `outbound`, seen from the client")
+    from_: str = Field(
+        alias="from",
+        description="The caller, E.164 (spaces, dots, dashes, a 00 prefix, sip:/tel: URIs "
+        "are normalised)",
+        json_schema_extra={"pattern": _E164_SCHEMA, "examples": ["+212612345678"]},
+    )
+    to: str = Field(
+        description="The callee, in the same forms as `from`",
+        json_schema_extra={"pattern": _E164_SCHEMA, "examples": ["+212522000000"]},
+    )
+    channel: Channel = Field(description="How the audio will come: its source")
+    jurisdiction: str | None = Field(
+        default=None,
+        description="ISO 3166 code of where the other party is (MA, US-CA); "
+        "absent or unknown: the strictest rule applies",
+        json_schema_extra={"pattern": _JURISDICTION_SCHEMA, "examples": ["US-NY"]},
+    )
+    purposes: list[str] | None = Field(
+        default=None,
+        description="The purposes to record for, by name; absent: every purpose granted",
+        json_schema_extra={"examples": [["research"]]},
+    )
 
     @field_validator("call_id")
     @classmethod
@@ -92,11 +114,15 @@ class CallRequest(BaseModel):
 
 
 class CallerConsentRequest(BaseModel):
+    """The caller's answer to the notice (``POST /v1/calls/{call_id}/caller-consent``)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    accepted: bool
-    method: str = Field(pattern="^(dtmf|speech)$")
-    notice_version: str = Field(min_length=1, max_length=100)
+    accepted: bool = Field(description="Whether the caller agreed to be recorded")
+    method: str = Field(pattern="^(dtmf|speech)$", description="How the caller answered")
+    notice_version: str = Field(
+        min_length=1, max_length=100, description="The version of the notice the caller heard"
+    )
 
 
 def ask(
