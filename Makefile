@@ -39,8 +39,8 @@ migrate: install  ## apply database migrations
 purge: install  ## withdraw expired purposes and purge what has none left (ARGS="--dry-run")
 	$(BIN)/callrec purge $(ARGS)
 
-report: install  ## the retention report as an HTML dashboard in var/ (ARGS="--format csv" …)
-	$(BIN)/callrec report --out var/retention-report.html $(ARGS)
+report: install  ## the retention report as an HTML dashboard in CALLREC_DATA_DIR (default var/)
+	$(BIN)/callrec report --out "$(or $(CALLREC_DATA_DIR),var)/retention-report.html" $(ARGS)
 
 s3: install  ## run the embedded SeaweedFS S3 alone
 	$(BIN)/callrec s3 serve

@@ -1,22 +1,25 @@
 """HTTP routes of the consent layer: clients, API keys, the consent ledger, retention.
 
 Authentication lives in ``consent.api_auth``, the app context in ``consent.api_context``
-and the call routes in ``consent.api_calls``; ``router`` carries them all.
+and the call routes in ``consent.api_calls``; ``router`` carries them all. Each route
+runs one operation of ``consent.operations``, as ``callrec`` does; revoking a grant
+needs retention (``purge_existing``), so its route is in ``retention.api``.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, status
 from pydantic import BaseModel, ConfigDict
 
-from consent import api_calls, apikeys, clients, ledger, registry
+from consent import api_calls, apikeys, clients, ledger, operations, registry
 from consent.api_auth import Admin, Caller, allow, allow_client, tenant_of
 from consent.api_context import ApiContext, Context
 from consent.apikeys import ApiKeyPublic, IssuedKey, Principal, Role
 from consent.clients import ClientCreate, ClientPublic
-from consent.errors import PermissionDenied, StateConflict
+from consent.errors import PermissionDenied
+from consent.operations import LedgerPublic
 
 router = APIRouter(prefix="/v1")
 
@@ -27,20 +30,13 @@ class KeyRequest(BaseModel):
     role: Role
 
 
-class LedgerPublic(BaseModel):
-    client_id: str
-    grants: list[ledger.GrantPublic]
-    events: list[dict[str, Any]]
-
-
 @router.post("/clients", status_code=status.HTTP_201_CREATED, tags=["clients"])
 def create_client(body: ClientCreate, context: Context, principal: Admin) -> ClientPublic:
     """Create a client (tenant)."""
     with context.write() as session:
-        client = clients.create_client(
+        return operations.create_client(
             session, data=body, actor=principal.actor, audit=context.audit, now=context.clock()
         )
-        return ClientPublic.model_validate(client, from_attributes=True)
 
 
 @router.get("/clients", tags=["clients"])
@@ -49,8 +45,7 @@ def list_clients(
 ) -> dict[str, list[ClientPublic]]:
     """List clients."""
     with context.read() as session:
-        items = clients.list_clients(session)
-        return {"items": [ClientPublic.model_validate(c, from_attributes=True) for c in items]}
+        return {"items": operations.list_clients(session)}
 
 
 @router.get("/clients/{client}", tags=["clients"])
@@ -70,7 +65,7 @@ def get_client(
 def offboard_client(client: str, context: Context, principal: Admin) -> ClientPublic:
     """Offboard a client: its key is destroyed, its recordings become unreadable."""
     with context.write() as session:
-        row = clients.offboard_client(
+        return operations.offboard_client(
             session,
             client_id=client,
             actor=principal.actor,
@@ -78,14 +73,11 @@ def offboard_client(client: str, context: Context, principal: Admin) -> ClientPu
             audit=context.audit,
             now=context.clock(),
         )
-        return ClientPublic.model_validate(row, from_attributes=True)
 
 
 def _issue(context: ApiContext, principal: Principal, role: Role, client: str | None) -> IssuedKey:
     with context.write() as session:
-        if client is not None:
-            clients.require_active(session, client)
-        return apikeys.issue_key(
+        return operations.issue_key(
             session,
             role=role,
             client_id=client,
@@ -120,10 +112,9 @@ def issue_key(body: KeyRequest, context: Context, principal: Admin) -> IssuedKey
 def revoke_key(key_id: str, context: Context, principal: Admin) -> ApiKeyPublic:
     """Revoke a key: it stops working at once."""
     with context.write() as session:
-        row = apikeys.revoke_key(
+        return operations.revoke_key(
             session, key_id=key_id, actor=principal.actor, audit=context.audit, now=context.clock()
         )
-        return ApiKeyPublic.model_validate(row, from_attributes=True)
 
 
 @router.post("/clients/{client}/consents", status_code=status.HTTP_201_CREATED, tags=["consent"])
@@ -134,47 +125,15 @@ def grant_consent(
     principal: Annotated[Principal, Depends(allow_client(Role.CLIENT_ADMIN))],
 ) -> ledger.GrantPublic:
     """Record a client's permission to record, for the given purposes and scope."""
-    now = context.clock()
     with context.write() as session:
-        clients.require_active(session, client)
-        event = ledger.grant(
+        return operations.grant_consent(
             session,
             client_id=client,
             request=body,
-            known_purposes=registry.purposes(session),
             actor=principal.actor,
             audit=context.audit,
-            now=now,
+            now=context.clock(),
         )
-        return ledger.to_public(event, None, now=now)
-
-
-@router.post("/clients/{client}/consents/{grant}/revoke", tags=["consent"])
-def revoke_consent(
-    client: str,
-    grant: str,
-    body: ledger.RevokeRequest,
-    context: Context,
-    principal: Annotated[Principal, Depends(allow_client(Role.CLIENT_ADMIN))],
-) -> ledger.GrantPublic:
-    """Revoke a grant: recording under it stops at once."""
-    now = context.clock()
-    with context.write() as session:
-        event = ledger.revoke(
-            session,
-            client_id=client,
-            grant_id=grant,
-            request=body,
-            actor=principal.actor,
-            audit=context.audit,
-            now=now,
-        )
-        if body.purge_existing:
-            if context.on_purge_existing is None:
-                raise StateConflict("purge_existing is not available here", code="unsupported")
-            context.on_purge_existing(session, event, principal.actor, now)
-        granted, revoked = ledger.current_grants(ledger.ledger(session, client))[event.grant_id]
-        return ledger.to_public(granted, revoked, now=now)
 
 
 @router.get("/clients/{client}/consents", tags=["consent"])
@@ -184,16 +143,8 @@ def consent_ledger(
     principal: Annotated[Principal, Depends(allow_client(Role.CLIENT_ADMIN, Role.COMPLIANCE))],
 ) -> LedgerPublic:
     """The consent ledger: every event, and the grants derived from them."""
-    now = context.clock()
     with context.read() as session:
-        clients.get_client(session, client)
-        events = ledger.ledger(session, client)
-        grants = ledger.current_grants(events).values()
-        return LedgerPublic(
-            client_id=client,
-            grants=[ledger.to_public(g, r, now=now) for g, r in grants],
-            events=[ledger.event_public(e) for e in events],
-        )
+        return operations.consent_ledger(session, client_id=client, now=context.clock())
 
 
 @router.put("/clients/{client}/retention", tags=["consent"])

@@ -13,7 +13,6 @@ from fastapi import Depends, Request
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from consent import ledger
 from consent.decision_service import DecisionService
 from consent.reader import ConsentReader
 from storage.audit import AuditLog
@@ -34,9 +33,6 @@ class ApiContext:
     clock: Callable[[], datetime]
     admin_key: str | None = None
     sip_uri_host: str = "127.0.0.1:5080"
-    # Set by the app: what a revocation with purge_existing does to existing
-    # recordings (retention's job; consent cannot import it).
-    on_purge_existing: Callable[[Session, ledger.ConsentEvent, str, datetime], None] | None = None
     # Per-process caches of what decisions read; see consent.reader for why they hold.
     consent_reader: ConsentReader = field(default_factory=ConsentReader)
     # Where call setups' writes are committed together; ``close()`` stops its thread.

@@ -19,20 +19,16 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from sqlmodel import Session
 
 from consent import api as consent_api
 from consent.api_auth import guards_of
 from consent.api_context import ApiContext
-from consent.ledger import ConsentEvent
 from recorder import recordings
 from recorder.errors import install_error_handlers
 from recorder.metrics import DomainMetrics
 from recorder.openapi import install_openapi
 from retention import api as retention_api
 from retention import audit_api
-from retention.purge import Purger
-from retention.withdrawal import withdraw_revoked_purposes
 from storage.backend import StorageBackend
 from storage.errors import StorageError
 from storage.scratch import clear_leftovers
@@ -75,16 +71,6 @@ def create_app(
         admin_key=admin_key,
         sip_uri_host=f"{settings.sip_host}:{settings.sip_port}",
     )
-    purger = Purger.for_backend(backend)
-
-    def purge_existing(
-        session: Session, revocation: ConsentEvent, actor: str, now: datetime
-    ) -> None:
-        withdraw_revoked_purposes(
-            session, revocation=revocation, purger=purger, actor=actor, now=now
-        )
-
-    app.state.api_context.on_purge_existing = purge_existing
     app.state.vault = backend.vault
     app.state.store = backend.store
     app.state.upload_max_bytes = settings.upload_max_bytes

@@ -14,7 +14,15 @@ from typing import Annotated
 
 import typer
 
-from recorder.cli_common import CLI_ACTOR, cli_settings, err, out, utc_now
+from recorder.cli_common import (
+    CLI_ACTOR,
+    cli_settings,
+    closed_with_command,
+    err,
+    out,
+    release_engines,
+    utc_now,
+)
 from recorder.cli_tenants import clients_app, consent_app, keys_app
 from storage.errors import CallrecError, ConfigError
 
@@ -26,6 +34,11 @@ app.add_typer(s3_app, name="s3")
 app.add_typer(clients_app, name="clients")
 app.add_typer(keys_app, name="keys")
 app.add_typer(consent_app, name="consent")
+
+
+@app.callback()
+def _every_command(context: typer.Context) -> None:
+    context.call_on_close(release_engines)
 
 
 @app.command()
@@ -151,18 +164,23 @@ def report(
     from sqlmodel import Session
 
     from recorder.cli_common import open_database
-    from retention.report import build_report, to_json
+    from retention.report import to_json
     from retention.report_csv import to_csv
     from retention.report_html import to_html
+    from retention.report_run import retention_report
 
     renderers = {"json": to_json, "csv": to_csv, "html": to_html}
     if format not in renderers:
         raise typer.BadParameter("json, csv or html", param_hint="--format")
     db = open_database(cli_settings())
     with Session(db.engine) as session:
-        chain = db.audit.verify(session) if verify_audit else None
-        built = build_report(
-            session, now=utc_now(), client_id=client, period_days=period_days, audit_report=chain
+        built = retention_report(
+            session,
+            audit=db.audit,
+            now=utc_now(),
+            client_id=client,
+            period_days=period_days,
+            verify_audit=verify_audit,
         )
     text = renderers[format](built)
     if out_file is None:
@@ -244,7 +262,7 @@ def migrate() -> None:
     from storage.db import migrate as apply_migrations
 
     settings = cli_settings()
-    engine = create_db_engine(settings.resolved_database_url)
+    engine = closed_with_command(create_db_engine(settings.resolved_database_url))
     check_database(engine)
     apply_migrations(engine)
     out.print(f"schema up to date at {engine.url.render_as_string(hide_password=True)}")
@@ -261,7 +279,7 @@ def audit_verify() -> None:
     from storage.keyring import Keyring
 
     settings = cli_settings()
-    engine = create_db_engine(settings.resolved_database_url)
+    engine = closed_with_command(create_db_engine(settings.resolved_database_url))
     check_database(engine)
     keyring = Keyring(StorageBackend(settings).master_key())
     with Session(engine) as session:

@@ -60,11 +60,26 @@ def open_database(settings: Settings) -> Database:
     from storage.db import migrate as apply_migrations
     from storage.keyring import Keyring
 
-    engine = create_db_engine(settings.resolved_database_url)
+    engine = closed_with_command(create_db_engine(settings.resolved_database_url))
     check_database(engine)
     apply_migrations(engine)
     keyring = Keyring(StorageBackend(settings).master_key())
     return Database(engine, keyring, AuditLog(keyring.derive("audit-anchor")))
+
+
+# Engines the running command opened; closed when it ends (``release_engines``), so a
+# command run inside a process that goes on (as tests run them) leaves no connection.
+_ENGINES: list[Engine] = []
+
+
+def closed_with_command(engine: Engine) -> Engine:
+    _ENGINES.append(engine)
+    return engine
+
+
+def release_engines() -> None:
+    while _ENGINES:
+        _ENGINES.pop().dispose()
 
 
 def print_json(data: Any) -> None:

@@ -1,4 +1,8 @@
-"""``callrec clients``, ``callrec keys`` and ``callrec consent``: tenants from the shell."""
+"""``callrec clients``, ``callrec keys`` and ``callrec consent``: tenants from the shell.
+
+Each command runs the same operation as its HTTP route (``consent.operations``,
+``retention.withdrawal.revoke_consent``), as the actor ``cli``.
+"""
 
 from __future__ import annotations
 
@@ -31,19 +35,20 @@ def clients_create(
     country: Annotated[str, typer.Option(help="ISO 3166-1 alpha-2, e.g. MA")],
 ) -> None:
     """Create a client."""
-    from consent import clients
+    from consent import operations
+    from consent.clients import ClientCreate
     from storage.db import session_scope
 
-    db = open_database(cli_settings())
     try:
-        data = clients.ClientCreate(id=client_id, name=name, country=country)
+        data = ClientCreate(id=client_id, name=name, country=country)
     except ValidationError as exc:
         fail_on_invalid(exc)
+    db = open_database(cli_settings())
     with session_scope(db.engine) as session:
-        row = clients.create_client(
+        created = operations.create_client(
             session, data=data, actor=CLI_ACTOR, audit=db.audit, now=utc_now()
         )
-        print_json(clients.ClientPublic.model_validate(row, from_attributes=True).model_dump())
+    print_json(created.model_dump())
 
 
 @clients_app.command("list")
@@ -51,12 +56,12 @@ def clients_list() -> None:
     """List clients."""
     from sqlmodel import Session
 
-    from consent import clients
+    from consent import operations
 
     db = open_database(cli_settings())
     table = Table("id", "name", "country", "status", "created")
     with Session(db.engine) as session:
-        for row in clients.list_clients(session):
+        for row in operations.list_clients(session):
             table.add_row(row.id, row.name, row.country, row.status, f"{row.created_at:%Y-%m-%d}")
     out.print(table)
 
@@ -64,12 +69,12 @@ def clients_list() -> None:
 @clients_app.command("offboard")
 def clients_offboard(client_id: str) -> None:
     """Offboard a client: its key is destroyed and its recordings become unreadable."""
-    from consent import clients
+    from consent import operations
     from storage.db import session_scope
 
     db = open_database(cli_settings())
     with session_scope(db.engine) as session:
-        clients.offboard_client(
+        operations.offboard_client(
             session,
             client_id=client_id,
             actor=CLI_ACTOR,
@@ -86,21 +91,18 @@ def keys_issue(
     client: Annotated[str | None, typer.Option(help="The client, for client roles")] = None,
 ) -> None:
     """Issue an API key; the key is printed once and never stored."""
-    from consent import apikeys
+    from consent import operations
     from consent.api_context import ApiContext
+    from consent.apikeys import Role
     from storage.db import session_scope
 
-    db = open_database(cli_settings())
     try:
-        chosen = apikeys.Role(role)
+        chosen = Role(role)
     except ValueError:
         raise typer.BadParameter(f"unknown role {role!r}") from None
+    db = open_database(cli_settings())
     with session_scope(db.engine) as session:
-        if client is not None:
-            from consent.clients import get_client
-
-            get_client(session, client)
-        issued = apikeys.issue_key(
+        issued = operations.issue_key(
             session,
             role=chosen,
             client_id=client,
@@ -117,12 +119,12 @@ def keys_list(client: Annotated[str | None, typer.Option()] = None) -> None:
     """List API keys (never their secrets)."""
     from sqlmodel import Session
 
-    from consent import apikeys
+    from consent import operations
 
     db = open_database(cli_settings())
     table = Table("id", "role", "client", "created", "revoked")
     with Session(db.engine) as session:
-        for row in apikeys.list_keys(session, client_id=client):
+        for row in operations.list_keys(session, client_id=client):
             revoked = f"{row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else ""
             table.add_row(
                 row.id, row.role, row.client_id or "", f"{row.created_at:%Y-%m-%d}", revoked
@@ -133,12 +135,14 @@ def keys_list(client: Annotated[str | None, typer.Option()] = None) -> None:
 @keys_app.command("revoke")
 def keys_revoke(key_id: str) -> None:
     """Revoke an API key."""
-    from consent import apikeys
+    from consent import operations
     from storage.db import session_scope
 
     db = open_database(cli_settings())
     with session_scope(db.engine) as session:
-        apikeys.revoke_key(session, key_id=key_id, actor=CLI_ACTOR, audit=db.audit, now=utc_now())
+        operations.revoke_key(
+            session, key_id=key_id, actor=CLI_ACTOR, audit=db.audit, now=utc_now()
+        )
     out.print(f"api key {key_id} revoked")
 
 
@@ -154,10 +158,9 @@ def consent_grant(
     valid_until: Annotated[datetime | None, typer.Option(help="ISO date, UTC")] = None,
 ) -> None:
     """Record a client's permission to record calls."""
-    from consent import clients, ledger, registry
+    from consent import ledger, operations
     from storage.db import session_scope
 
-    db = open_database(cli_settings())
     try:
         request = ledger.GrantRequest(
             purposes=purposes,
@@ -170,19 +173,17 @@ def consent_grant(
         )
     except ValidationError as exc:
         fail_on_invalid(exc)
-    at = utc_now()
+    db = open_database(cli_settings())
     with session_scope(db.engine) as session:
-        clients.require_active(session, client)
-        event = ledger.grant(
+        granted = operations.grant_consent(
             session,
             client_id=client,
             request=request,
-            known_purposes=registry.purposes(session),
             actor=CLI_ACTOR,
             audit=db.audit,
-            now=at,
+            now=utc_now(),
         )
-        print_json(ledger.to_public(event, None, now=at).model_dump())
+    print_json(granted.model_dump())
 
 
 @consent_app.command("revoke")
@@ -194,20 +195,51 @@ def consent_revoke(
 ) -> None:
     """Revoke a grant: recording under it stops at once."""
     from consent import ledger
+    from retention.withdrawal import revoke_consent
     from storage.db import session_scope
 
-    db = open_database(cli_settings())
-    with session_scope(db.engine) as session:
-        ledger.revoke(
-            session,
-            client_id=client,
-            grant_id=grant,
-            request=ledger.RevokeRequest(reason=reason, purge_existing=purge_existing),
-            actor=CLI_ACTOR,
-            audit=db.audit,
-            now=utc_now(),
-        )
-    out.print(f"grant {grant} revoked")
+    try:
+        request = ledger.RevokeRequest(reason=reason, purge_existing=purge_existing)
+    except ValidationError as exc:
+        fail_on_invalid(exc)
+    settings = cli_settings()
+    if not purge_existing:
+        db = open_database(settings)
+        with session_scope(db.engine) as session:
+            revoke_consent(
+                session,
+                client_id=client,
+                grant_id=grant,
+                request=request,
+                audit=db.audit,
+                purger=None,
+                actor=CLI_ACTOR,
+                now=utc_now(),
+            )
+        out.print(f"grant {grant} revoked")
+        return
+    # Withdrawing purposes reaches the bucket: the object store is needed too.
+    from retention.purge import Purger
+    from storage.backend import StorageBackend
+
+    started = utc_now()
+    backend = StorageBackend(settings)
+    backend.start(now=started)
+    try:
+        with session_scope(backend.engine) as session:
+            revoke_consent(
+                session,
+                client_id=client,
+                grant_id=grant,
+                request=request,
+                audit=backend.audit,
+                purger=Purger.for_backend(backend),
+                actor=CLI_ACTOR,
+                now=started,
+            )
+    finally:
+        backend.stop()
+    out.print(f"grant {grant} revoked; its purposes withdrawn from existing recordings")
 
 
 @consent_app.command("list")
@@ -215,23 +247,20 @@ def consent_list(client: str) -> None:
     """A client's grants, derived from its ledger."""
     from sqlmodel import Session
 
-    from consent import ledger
-    from consent.clients import get_client
+    from consent import operations
 
     db = open_database(cli_settings())
-    at = utc_now()
     table = Table("grant", "version", "status", "purposes", "notice", "valid until")
     with Session(db.engine) as session:
-        get_client(session, client)
-        for granted, revoked in ledger.current_grants(ledger.ledger(session, client)).values():
-            public = ledger.to_public(granted, revoked, now=at)
-            until = f"{public.valid_until:%Y-%m-%d}" if public.valid_until else ""
-            table.add_row(
-                public.id,
-                str(public.version),
-                public.status,
-                ", ".join(public.purposes),
-                public.notice,
-                until,
-            )
+        found = operations.consent_ledger(session, client_id=client, now=utc_now())
+    for public in found.grants:
+        until = f"{public.valid_until:%Y-%m-%d}" if public.valid_until else ""
+        table.add_row(
+            public.id,
+            str(public.version),
+            public.status,
+            ", ".join(public.purposes),
+            public.notice,
+            until,
+        )
     out.print(table)

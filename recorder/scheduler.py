@@ -1,7 +1,9 @@
-"""Background jobs of ``callrec serve``: the purge sweep and the spool retry.
+"""Background jobs of ``callrec serve``: the purge sweep, the spool retry, reconciliation.
 
 Every replica runs them; the purge shares its work through row claims (see
-retention.purge) and each replica retries only the spool on its own disk.
+retention.purge) and each replica retries only the spool on its own disk. Each
+replica's reconciliation reads the same catalog and bucket; the report shows the
+last one recorded.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from datetime import UTC, datetime
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from retention import reconcile as reconciliation
 from retention.purge import Purger
 from storage.backend import StorageBackend
 
@@ -42,6 +45,17 @@ def start_jobs(backend: StorageBackend) -> BackgroundScheduler:
         if uploaded:
             log.info("uploaded %d recordings waiting in the spool", uploaded)
 
+    def reconcile() -> None:
+        report = reconciliation.run(
+            backend.engine, backend.store, audit=backend.audit, actor="retention", now=_now()
+        )
+        if not report.ok:  # reported, never fixed: a person has to look
+            log.warning(
+                "reconciliation: %d orphan objects, %d ghost recordings (see the report)",
+                len(report.orphans),
+                len(report.ghosts),
+            )
+
     scheduler = BackgroundScheduler(
         timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1}
     )
@@ -49,6 +63,7 @@ def start_jobs(backend: StorageBackend) -> BackgroundScheduler:
     scheduler.add_job(
         retry_spool, "interval", seconds=settings.spool_retry_interval_s, id="spool-retry"
     )
+    scheduler.add_job(reconcile, "interval", seconds=settings.reconcile_interval_s, id="reconcile")
     scheduler.start()
     # What waited in the spool goes up as soon as the embedded S3 is back.
     backend.on_s3_restarted(lambda: scheduler.modify_job("spool-retry", next_run_time=_now()))

@@ -1,4 +1,5 @@
-"""HTTP routes of the retention layer: legal holds and data-subject requests."""
+"""HTTP routes of the retention layer: legal holds, data-subject requests, the report,
+and revoking a grant (its ``purge_existing`` reaches existing recordings)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,15 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from consent import clients
-from consent.api_auth import allow
+from consent import clients, ledger
+from consent.api_auth import allow, allow_client
 from consent.api_context import ApiContext, Context
 from consent.apikeys import Principal, Role
-from retention import holds, subjects
+from retention import holds, report_run, subjects, withdrawal
 from retention.api_files import stream_scratch
 from retention.errors import NotFound, StateConflict
 from retention.purge import Purger
-from retention.report import build_report, to_json
+from retention.report import to_json
 from retention.report_csv import to_csv
 from retention.report_html import to_html
 from storage import catalog
@@ -108,6 +109,30 @@ Requester = Annotated[Principal, Depends(allow(Role.CLIENT_ADMIN, Role.COMPLIANC
 
 def _purger(context: ApiContext, store: ObjectStore) -> Purger:
     return Purger(engine=context.engine, store=store, keyring=context.keyring, audit=context.audit)
+
+
+@router.post("/clients/{client}/consents/{grant}/revoke", tags=["consent"])
+def revoke_consent(
+    client: str,
+    grant: str,
+    body: ledger.RevokeRequest,
+    context: Context,
+    store: Store,
+    principal: Annotated[Principal, Depends(allow_client(Role.CLIENT_ADMIN))],
+) -> ledger.GrantPublic:
+    """Revoke a grant: recording under it stops at once; `purge_existing` also withdraws
+    its purposes from existing recordings (purged when none is left and none is held)."""
+    with context.write() as session:
+        return withdrawal.revoke_consent(
+            session,
+            client_id=client,
+            grant_id=grant,
+            request=body,
+            audit=context.audit,
+            purger=_purger(context, store),
+            actor=principal.actor,
+            now=context.clock(),
+        )
 
 
 @router.post("/subject-requests", status_code=status.HTTP_201_CREATED)
@@ -231,21 +256,24 @@ def retention_report(
     format: Literal["json", "csv", "html"] = "json",
     client_id: str | None = None,
     period_days: Annotated[int, Query(ge=1, le=366)] = 30,
-    verify_audit: bool = False,
+    verify_audit: Annotated[
+        bool, Query(description="Walk the audit chain (false: skip it on a large log)")
+    ] = True,
 ) -> Response:
-    """The retention report: policy, inventory, forecast, purges, overdue, holds, requests."""
+    """The retention report: policy, inventory, forecast, purges, overdue, holds, requests,
+    the last reconciliation and the audit chain."""
     if principal.client_id is not None:
         if client_id not in (None, principal.client_id):
             raise NotFound(f"no client {client_id}")
         client_id = principal.client_id
     with context.read() as session:
-        audit_report = context.audit.verify(session) if verify_audit else None
-        report = build_report(
+        report = report_run.retention_report(
             session,
+            audit=context.audit,
             now=context.clock(),
             client_id=client_id,
             period_days=period_days,
-            audit_report=audit_report,
+            verify_audit=verify_audit,
         )
     body = {"json": to_json, "csv": to_csv, "html": to_html}[format](report)
     headers = {"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"}

@@ -33,6 +33,8 @@ from storage.objectstore import ObjectStore, UnfinishedUpload, VersionRef
 
 log = logging.getLogger(__name__)
 
+# The audit event each run leaves; the retention report shows the last one.
+RECONCILIATION_EVENT = "reconciliation.report"
 _STORED = (RecordingState.STORED, RecordingState.RESTRICTED)
 # Objects that may exist without a stored row: an upload in flight.
 _IN_FLIGHT = (RecordingState.RECORDING,)
@@ -207,7 +209,7 @@ def record(session: Session, report: ReconciliationReport, *, audit: AuditLog, a
     """Write the result into the audit log (the caller commits)."""
     audit.append(
         session,
-        kind="reconciliation.report",
+        kind=RECONCILIATION_EVENT,
         actor=actor,
         now=report.checked_at,
         data={

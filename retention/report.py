@@ -23,12 +23,15 @@ Definitions the numbers follow:
   purges made at or after expiry.
 - Overdue: a live recording still carrying an expired purpose (holds never keep a
   purpose alive), or left with no purpose and no hold. Held ones are listed apart.
+- Reconciliation: the one given, else the last run the audit log recorded (its time,
+  its counts; one client's report counts that client's among the listed findings).
 - Consent coverage: live recordings whose own client's call decision said
   ``record=True`` with a grant id, over all live recordings.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,7 +46,7 @@ from consent.calls import CallDecision
 from consent.registry import Purpose, RetentionOverride
 from retention.holds import LegalHold, LegalHoldTarget
 from retention.purge import CALLER_OPT_OUT, ERASURE, RETENTION, REVOCATION
-from retention.reconcile import ReconciliationReport
+from retention.reconcile import RECONCILIATION_EVENT, ReconciliationReport
 from retention.report_model import (
     AGE_BUCKETS,
     FORECAST_DAYS,
@@ -667,14 +670,13 @@ def _subject_requests(scope: _Scope, start: datetime) -> Subjects:
 
 
 def _reconciliation(scope: _Scope, report: ReconciliationReport | None) -> ReconciliationStatus:
+    """The reconciliation given, else the last one run (by ``callrec reconcile`` or the
+    scheduled job), as the audit log recorded it."""
     if report is None:
-        return ReconciliationStatus(run=False)
+        return _last_reconciliation(scope)
     orphans, ghosts = report.orphans, report.ghosts
     if scope.client_id is not None:
-        # Keys start with the client (DESIGN.md, Object store layout); ghosts are row ids.
-        orphans = [k for k in orphans if k.startswith(f"{scope.client_id}/")]
-        query = sa.select(_R.c.id).where(_R.c.id.in_(ghosts), *scope.own(_R.c.client_id))
-        ghosts = sorted(scope.values(query))
+        orphans, ghosts = _own_findings(scope, orphans, ghosts)
     return ReconciliationStatus(
         run=True,
         ok=not orphans and not ghosts,
@@ -683,6 +685,46 @@ def _reconciliation(scope: _Scope, report: ReconciliationReport | None) -> Recon
         recordings=report.recordings,
         orphans=len(orphans),
         ghosts=len(ghosts),
+        orphan_keys=orphans[:LIST_LIMIT],
+        ghost_ids=ghosts[:LIST_LIMIT],
+    )
+
+
+def _own_findings(
+    scope: _Scope, orphans: list[str], ghosts: list[str]
+) -> tuple[list[str], list[str]]:
+    # Keys start with the client (DESIGN.md, Object store layout); ghosts are row ids.
+    mine = [k for k in orphans if k.startswith(f"{scope.client_id}/")]
+    query = sa.select(_R.c.id).where(_R.c.id.in_(ghosts), *scope.own(_R.c.client_id))
+    return mine, sorted(scope.values(query))
+
+
+def _last_reconciliation(scope: _Scope) -> ReconciliationStatus:
+    last = (
+        sa.select(_E.c.at, _E.c.data)
+        .where(_E.c.kind == RECONCILIATION_EVENT, _E.c.at <= scope.now)
+        .order_by(_E.c.seq.desc())
+        .limit(1)
+    )
+    found = scope.rows(last)
+    if not found:
+        return ReconciliationStatus(run=False)
+    at, data = found[0].at, json.loads(found[0].data)
+    orphans, ghosts = list(data.get("orphans", [])), list(data.get("ghosts", []))
+    orphan_count = int(data.get("orphan_count", len(orphans)))
+    ghost_count = int(data.get("ghost_count", len(ghosts)))
+    if scope.client_id is not None:
+        # The event lists the first findings only; one client's counts come from them.
+        orphans, ghosts = _own_findings(scope, orphans, ghosts)
+        orphan_count, ghost_count = len(orphans), len(ghosts)
+    return ReconciliationStatus(
+        run=True,
+        ok=not orphan_count and not ghost_count,
+        checked_at=at,
+        objects=int(data.get("objects", 0)),
+        recordings=int(data.get("recordings", 0)),
+        orphans=orphan_count,
+        ghosts=ghost_count,
         orphan_keys=orphans[:LIST_LIMIT],
         ghost_ids=ghosts[:LIST_LIMIT],
     )

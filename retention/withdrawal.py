@@ -1,8 +1,9 @@
-"""Withdrawing purposes from existing recordings when a client revokes with ``purge_existing``.
+"""Revoking a grant, and with ``purge_existing`` withdrawing it from existing recordings.
 
 The recordings made under the revoked grant lose the grant's purposes (tags first,
 then the catalog); those left with no purpose and no legal hold are purged at once,
-with their deletion certificate.
+with their deletion certificate. ``revoke_consent`` is the one operation both edges
+(the HTTP route and ``callrec consent revoke``) run.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ from datetime import datetime
 
 from sqlmodel import Session, col, select
 
+from consent import ledger, operations
 from consent.calls import CallDecision
 from consent.ledger import ConsentEvent
+from retention.errors import StateConflict
 from retention.holds import holds_covering
 from retention.purge import REVOCATION, Purger
 from storage import catalog
+from storage.audit import AuditLog
 from storage.catalog import Recording, RecordingState
 
 
@@ -58,3 +62,33 @@ def withdraw_revoked_purposes(
             data={"grant_id": revocation.grant_id, "withdrawn": sorted(withdrawn & set(purposes))},
         )
     return purged
+
+
+def revoke_consent(
+    session: Session,
+    *,
+    client_id: str,
+    grant_id: str,
+    request: ledger.RevokeRequest,
+    audit: AuditLog,
+    purger: Purger | None,
+    actor: str,
+    now: datetime,
+) -> ledger.GrantPublic:
+    """Revoke a grant: recording under it stops at once; with ``purge_existing`` its
+    purposes leave existing recordings too, in the same transaction (``purger`` reaches
+    the bucket; without one such a revocation is refused before anything is written)."""
+    if request.purge_existing and purger is None:
+        raise StateConflict("purge_existing needs the object store", code="unsupported")
+    event = ledger.revoke(
+        session,
+        client_id=client_id,
+        grant_id=grant_id,
+        request=request,
+        actor=actor,
+        audit=audit,
+        now=now,
+    )
+    if purger is not None and request.purge_existing:
+        withdraw_revoked_purposes(session, revocation=event, purger=purger, actor=actor, now=now)
+    return operations.grant_state(session, client_id=client_id, grant_id=grant_id, now=now)

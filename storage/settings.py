@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     purge_batch_size: int = Field(
         500, ge=1, le=1000, description="Recordings purged per transaction."
     )
+    reconcile_interval_s: int = Field(
+        86400,
+        ge=60,
+        description="Seconds between reconciliations (catalog against bucket) in `callrec serve`.",
+    )
     spool_retry_interval_s: int = Field(
         60, ge=5, description="Seconds between upload retries of recordings left in the spool."
     )

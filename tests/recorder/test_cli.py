@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -290,3 +291,25 @@ def test_reconcile_reports_leftovers_and_cleans_them_when_asked(
             assert again.returncode == 0 and "0 unfinished uploads" in again.stdout
         finally:
             drop_bucket(s3_admin, bucket)
+
+
+def test_report_of_an_unknown_client_is_one_line(tmp_path: Path) -> None:
+    result = _run(_env(tmp_path), "report", "--format", "json", "--client", "nobody")
+    _assert_one_clear_line(result, "no client nobody")
+    assert result.stdout == ""
+
+
+def test_make_report_writes_under_the_data_dir(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    bin_dir = Path(sys.executable).parent  # this interpreter's callrec; no install run
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make not installed")
+    result = subprocess.run(
+        [make, "-s", "-o", "install", "report", f"BIN={bin_dir}"],
+        cwd=root, env=_env(tmp_path / "data"), capture_output=True, text=True, timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    page = tmp_path / "data" / "retention-report.html"
+    assert page.read_text().startswith("<!doctype html>"), result.stdout

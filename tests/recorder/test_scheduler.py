@@ -6,8 +6,10 @@ from datetime import UTC, datetime, timedelta
 from io import BytesIO
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
+from sqlmodel import Session
 
 from recorder.scheduler import start_jobs
+from retention.report_run import retention_report
 from storage.backend import StorageBackend
 from storage.catalog import RecordingState
 from storage.settings import Settings
@@ -81,3 +83,24 @@ def test_an_upload_across_several_spool_retry_runs_is_stored(
     plaintext = BytesIO()
     backend.vault.read(recording, plaintext)
     assert plaintext.getvalue() == audio
+
+
+def test_the_scheduled_reconciliation_is_the_reports_last_run(backend: StorageBackend) -> None:
+    backend.store.put_bytes("acme/2026/11/28/rec_nobody.ogg", b"x", tags={"client": "acme"})
+    jobs = start_jobs(backend)
+    try:
+        job = jobs.get_job("reconcile")
+        assert job.trigger.interval == timedelta(seconds=backend.settings.reconcile_interval_s)
+        assert backend.settings.reconcile_interval_s == 86400  # the documented default
+        job.func()
+    finally:
+        jobs.shutdown(wait=True)
+    with Session(backend.engine) as session:
+        # The report is asked a day later: the last run is found, not only a fresh one.
+        later = datetime.now(UTC) + timedelta(days=1)
+        report = retention_report(session, audit=backend.audit, now=later)
+    recon = report.reconciliation
+    assert (recon.run, recon.ok, recon.orphans, recon.ghosts) == (True, False, 1, 0)
+    assert recon.orphan_keys == ["acme/2026/11/28/rec_nobody.ogg"]
+    assert recon.checked_at is not None and recon.checked_at < later
+    assert report.checks.reconciliation is False

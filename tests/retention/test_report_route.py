@@ -30,3 +30,19 @@ def test_a_client_admin_sees_only_its_own_client(client: TestClient) -> None:
     spied = client.get("/v1/reports/retention?client_id=other", headers=acme.client_admin)
     assert spied.status_code == 404
     assert client.get("/v1/reports/retention", headers=acme.integrator).status_code == 403
+
+
+def test_the_audit_chain_is_walked_unless_told_not_to(client: TestClient) -> None:
+    make_tenant(client)
+    walked = client.get("/v1/reports/retention", headers=ADMIN).json()
+    assert walked["audit"]["checked"] is True and walked["audit"]["ok"] is True
+    assert walked["checks"]["audit_chain"] is True
+    skipped = client.get("/v1/reports/retention?verify_audit=false", headers=ADMIN).json()
+    assert skipped["audit"]["checked"] is False and skipped["checks"]["audit_chain"] is None
+
+
+def test_an_unknown_client_is_not_an_empty_report(client: TestClient) -> None:
+    make_tenant(client)
+    response = client.get("/v1/reports/retention?client_id=nobody", headers=ADMIN)
+    assert response.status_code == 404, response.text
+    assert response.json()["error"] == "not_found"
