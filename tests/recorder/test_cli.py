@@ -313,3 +313,14 @@ def test_make_report_writes_under_the_data_dir(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     page = tmp_path / "data" / "retention-report.html"
     assert page.read_text().startswith("<!doctype html>"), result.stdout
+
+
+def test_the_report_shows_the_last_reconcile(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    before = json.loads(_run(env, "report", "--format", "json").stdout)["reconciliation"]
+    assert before["run"] is False
+    reconciled = _run(env, "reconcile")
+    assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
+    after = json.loads(_run(env, "report", "--format", "json").stdout)["reconciliation"]
+    assert (after["run"], after["ok"], after["orphans"], after["ghosts"]) == (True, True, 0, 0)
+    assert after["checked_at"] is not None
