@@ -33,7 +33,8 @@ GRANT = {
     "granted_by": "Data protection officer",
     "evidence": "contract #42",
 }
-_TIME = re.compile(r"\d{4}-\d{2}-\d{2}([T ][0-9:.]+(Z|[+-]\d{2}:?\d{2})?)?")
+# Times, and the day folders of object keys (two uploads may straddle midnight).
+_TIME = re.compile(r"\d{4}([-/])\d{2}\1\d{2}([T ][0-9:.]+(Z|[+-]\d{2}:?\d{2})?)?")
 
 
 @dataclass
