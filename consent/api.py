@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, status
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from consent import api_calls, apikeys, clients, ledger, operations, registry
 from consent.api_auth import Admin, Caller, allow, allow_client, tenant_of
@@ -27,7 +27,7 @@ router = APIRouter(prefix="/v1")
 class KeyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    role: Role
+    role: Role = Field(description="The role of the key to issue")
 
 
 @router.post("/clients", status_code=status.HTTP_201_CREATED, tags=["clients"])

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Header
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from consent import calls
 from consent.api_auth import (
@@ -30,27 +30,51 @@ router = APIRouter()
 
 
 class DecisionPublic(BaseModel):
+    """The call hook's answer; the same decision is given back for the same call."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     decision_id: str
+    """The decision's id (empty when consent could not be read)."""
     call_id: str
+    """The platform's call id, as asked."""
     record: bool
+    """Whether the call may be recorded (once the caller accepts, if that is awaited)."""
     reason: str
+    """Stable reason code: `recorded`, `awaiting_caller_consent`, `no_consent`…"""
     purposes: list[str]
+    """The purposes the recording will serve."""
     expires: dict[str, datetime]
+    """When each purpose expires."""
     announcement_required: bool
+    """Whether the platform must play the grant's notice to the caller."""
     awaiting_caller_consent: bool
+    """Whether nothing may be kept until the caller's answer is reported."""
     rule: str
+    """The jurisdiction rule that applied: `one_party` or `all_party`."""
     rule_jurisdiction: str | None
+    """The jurisdiction whose rule applied (none: unknown, the strictest rule)."""
     grant_id: str | None
+    """The consent grant the decision rests on."""
     grant_version: int | None
+    """The ledger version of that grant."""
     state: str
+    """The call's state: `open`, `paused`, `ended` or `opted_out`."""
     whip_url: str | None = None
+    """Where to publish the live audio (WHIP), for a `whip` call that may be recorded."""
     siprec_uri: str | None = None
+    """Where to send SIPREC, for a `siprec` call that may be recorded."""
     upload_url: str | None = None
+    """Where to PUT the audio afterwards, for an `upload` call that may be recorded."""
 
 
 class CallStatePublic(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     call_id: str
+    """The platform's call id."""
     state: str
+    """The call's state: `open`, `paused`, `ended` or `opted_out`."""
 
 
 def _decision_public(context: ApiContext, row: calls.DecisionView) -> DecisionPublic:

@@ -22,8 +22,10 @@ class ClientStatus(StrEnum):
 
 
 class ClientBase(SQLModel):
-    name: str = Field(min_length=1, max_length=200)
-    country: str = Field(min_length=2, max_length=2, description="ISO 3166-1 alpha-2")
+    name: str = Field(min_length=1, max_length=200, description="The client's name, for people")
+    country: str = Field(
+        min_length=2, max_length=2, description="ISO 3166-1 alpha-2 country the client is based in"
+    )
 
 
 class ClientCreate(ClientBase):

@@ -65,8 +65,12 @@ class Scope(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    directions: list[Direction] = Field(default_factory=lambda: list(Direction))
-    channels: list[Channel] = Field(default_factory=lambda: list(Channel))
+    directions: list[Direction] = Field(
+        default_factory=lambda: list(Direction), description="Call directions covered"
+    )
+    channels: list[Channel] = Field(
+        default_factory=lambda: list(Channel), description="Audio sources covered"
+    )
 
 
 class GrantRequest(BaseModel):
@@ -74,15 +78,30 @@ class GrantRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    purposes: list[str] = Field(min_length=1)
-    notice: Notice
-    granted_by: str = Field(min_length=1, max_length=200)
-    evidence: str = Field(min_length=1, max_length=2000, description="document ref or hash")
-    scope: Scope = Field(default_factory=Scope)
-    notice_version: str | None = Field(default=None, max_length=100)
-    notice_sha256: str | None = Field(default=None, description="hex SHA-256 of the notice")
-    valid_from: datetime | None = None
-    valid_until: datetime | None = None
+    purposes: list[str] = Field(
+        min_length=1, description="Purposes recordings may serve, by registry name"
+    )
+    notice: Notice = Field(
+        description="How callers learn of the recording: an `announcement` the platform "
+        "plays (required where every party must agree) or a `contract`"
+    )
+    granted_by: str = Field(min_length=1, max_length=200, description="Who granted it")
+    evidence: str = Field(
+        min_length=1, max_length=2000, description="A document reference or hash proving it"
+    )
+    scope: Scope = Field(default_factory=Scope, description="The calls covered; default: all")
+    notice_version: str | None = Field(
+        default=None, max_length=100, description="Version of the notice text or audio"
+    )
+    notice_sha256: str | None = Field(
+        default=None, description="Hex SHA-256 of the notice text or audio"
+    )
+    valid_from: datetime | None = Field(
+        default=None, description="Start of validity (with a time zone); default: now"
+    )
+    valid_until: datetime | None = Field(
+        default=None, description="End of validity (with a time zone); default: none"
+    )
 
     @field_validator("notice_sha256")
     @classmethod
@@ -110,8 +129,12 @@ class GrantRequest(BaseModel):
 class RevokeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(min_length=1, max_length=2000)
-    purge_existing: bool = False
+    reason: str = Field(min_length=1, max_length=2000, description="Why, for the ledger")
+    purge_existing: bool = Field(
+        default=False,
+        description="Also withdraw the grant's purposes from recordings already made "
+        "(those left with none are purged)",
+    )
 
 
 class GrantPublic(BaseModel):

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from sqlmodel import Session, select
 
 from consent import calls
@@ -35,23 +35,44 @@ Reader = Annotated[Principal, Depends(allow(Role.CLIENT_ADMIN, Role.COMPLIANCE))
 
 
 class RecordingPublic(BaseModel):
+    """A recording's metadata (never its parties' numbers)."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     id: str
+    """The recording's id."""
     client_id: str
+    """The client it belongs to."""
     call_id: str
+    """The platform's call id."""
     decision_id: str | None
+    """The decision that allowed it."""
     channel: str
+    """How the audio came: `upload`, `whip` or `siprec`."""
     codec: str
+    """The stored audio's codec (`opus`, …)."""
     container: str
+    """The stored audio's container (`ogg`, …)."""
     channels: int
+    """Audio channels: one per party."""
     state: str
+    """`recording`, `stored`, `restricted`, `purged` or `failed`."""
     purposes: dict[str, datetime]
+    """Each live purpose and when it expires."""
     legal_hold: bool
+    """Whether a legal hold keeps it from being purged."""
     duration_s: float | None
+    """Length of the audio in seconds."""
     size: int | None
+    """Size in bytes of the stored (encrypted) object."""
     sha256: str | None
+    """SHA-256 of the stored (encrypted) object."""
     started_at: datetime | None
+    """When the audio started."""
     ended_at: datetime | None
+    """When the audio ended."""
     created_at: datetime
+    """When callrec created the recording."""
 
 
 class RecordingList(BaseModel):

@@ -51,11 +51,18 @@ class LegalHoldTarget(SQLModel, table=True):
 class HoldRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(min_length=1, max_length=2000)
-    recording_ids: list[str] = Field(default_factory=list)
-    call_ids: list[str] = Field(default_factory=list)
-    client_id: str | None = None
-    until: datetime | None = None
+    reason: str = Field(min_length=1, max_length=2000, description="Why: the case")
+    recording_ids: list[str] = Field(default_factory=list, description="Recordings held")
+    call_ids: list[str] = Field(
+        default_factory=list, description="Calls whose recordings are held, later ones too"
+    )
+    client_id: str | None = Field(
+        default=None, description="A client all of whose recordings are held, later ones too"
+    )
+    until: datetime | None = Field(
+        default=None,
+        description="Review date (with a time zone, not past); the hold ends only on release",
+    )
 
     @model_validator(mode="after")
     def _something(self) -> HoldRequest:

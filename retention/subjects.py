@@ -59,8 +59,8 @@ class SubjectRequest(SQLModel, table=True):
 class SubjectRequestCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    client_id: str
-    kind: RequestKind
+    client_id: str = Field(description="The client the customer called")
+    kind: RequestKind = Field(description="`access`, `erasure`, `restriction` or `objection`")
     phone: str = Field(description="The customer's number, E.164")
 
 

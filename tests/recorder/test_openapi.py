@@ -142,3 +142,28 @@ def test_the_key_and_role_are_checked_before_the_body(client: TestClient, body: 
         if response.status_code != expected or not _is_error(response.json()):
             wrong.append(f"{method} {path}: {response.status_code} {response.text[:80]}")
     assert not wrong, "\n".join(wrong)
+
+
+def _refs(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        found = {node["$ref"].rsplit("/", 1)[-1]} if "$ref" in node else set()
+        return found.union(*(_refs(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_refs(v) for v in node))
+    return set()
+
+
+def test_fields_of_request_bodies_and_key_answers_are_described(schema: dict[str, Any]) -> None:
+    schemas = schema["components"]["schemas"]
+    names = {"DecisionPublic", "RecordingPublic", "CallStatePublic"}
+    for _, _, operation in _operations(schema):
+        names |= _refs(operation.get("requestBody", {}))
+    for name in list(names):  # and the objects they hold (a grant's scope…)
+        names |= _refs(schemas[name].get("properties", {}))
+    undescribed = [
+        f"{name}.{field}"
+        for name in sorted(names)
+        for field, spec in schemas[name].get("properties", {}).items()
+        if not spec.get("description")
+    ]
+    assert not undescribed, undescribed
