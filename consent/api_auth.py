@@ -78,7 +78,7 @@ class Guard:
 
     def admit(self, principal: Principal, path_params: Mapping[str, str]) -> Principal:
         if principal.role not in self.roles:
-            raise PermissionDenied(f"a {principal.role} key may not do this")
+            raise PermissionDenied(f"the {principal.role} role may not do this")
         return principal
 
     def refusal(
