@@ -16,6 +16,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -110,6 +111,12 @@ def roles_of(dependant: Dependant) -> set[str]:
 def _install_metrics(app: FastAPI, backend: StorageBackend, clock: Callable[[], datetime]) -> None:
     registry = CollectorRegistry()
     DomainMetrics(registry, backend, clock)
+    audit = backend.audit
+    Gauge(
+        "callrec_audit_chain_ok",
+        "1 while the audit chain's head matched its anchor at the last check, else 0.",
+        registry=registry,
+    ).set_function(lambda: 0.0 if audit.broken else 1.0)
     requests = Counter(
         "callrec_http_requests",
         "HTTP requests by route and status.",

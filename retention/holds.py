@@ -197,6 +197,7 @@ def place_hold(
         raise NotFound(f"unknown calls: {', '.join(missing)}", code="unknown_call")
     if request.client_id and session.get(Client, request.client_id) is None:
         raise NotFound(f"no client {request.client_id}")
+    audit.require_head(session)  # before S3 tags change for a case that could not be audited
     hold = LegalHold(
         id=new_id("hold", now),
         reason=request.reason,
@@ -241,6 +242,7 @@ def release_hold(
         raise NotFound(f"no legal hold {hold_id}")
     if hold.released_at is not None:
         raise StateConflict(f"legal hold {hold_id} is already released", code="already_released")
+    audit.require_head(session)
     hold.released_at, hold.released_by = now, actor
     session.add(hold)
     session.flush()

@@ -235,6 +235,7 @@ class Purger:
         held: bool,
     ) -> None:
         """Drop purposes from a recording: tags first (to ``retag``), then the catalog."""
+        self.audit.require_head(session)  # before S3 changes what could not be audited
         tags = catalog.object_tags(recording.client_id, retag, legal_hold=held)
         self.store.put_tags(recording.object_key, tags)
         catalog.remove_purposes(session, [recording.id], removed)
@@ -268,6 +269,8 @@ class Purger:
         """
         if not orders:
             return []
+        # No deletion without its certificate: a broken chain stops the purge before S3.
+        self.audit.require_head(session)
         known = {
             o.recording.object_key: [o.recording.version_id] if o.recording.version_id else []
             for o in orders

@@ -6,6 +6,11 @@ Editing an event breaks its hash, inserting or removing one breaks the next even
 chain, so the head (last sequence number and hash) is also kept in an anchor row,
 authenticated with an HMAC under a key derived from the master key: whoever can edit
 the database but does not hold the master key cannot forge it.
+
+Every append first compares the anchor with the newest event (two rows, no walk): an
+append on a chain whose end was cut, extended or rewritten would move the anchor onto
+the tampered chain and make it verify. On a mismatch nothing is appended, the append
+raises AuditChainBroken, and the log remembers the problem for readiness and metrics.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +29,10 @@ from sqlmodel import Field, Session, SQLModel, select
 
 from storage import audit_feed
 from storage.db import connection_of
+from storage.errors import AuditChainBroken
 from storage.types import UTCDateTime
+
+log = logging.getLogger(__name__)
 
 GENESIS_HASH = "0" * 64
 _POSTGRES_LOCK_ID = 0x63616C6C  # serializes appenders across replicas
@@ -60,7 +69,19 @@ class AuditAnchor(SQLModel, table=True):
 _EVENTS: sa.Table = AuditEvent.__table__  # type: ignore[attr-defined]
 _ANCHOR: sa.Table = AuditAnchor.__table__  # type: ignore[attr-defined]
 _LOCK = sa.text("SELECT pg_advisory_xact_lock(:id)")
-_HEAD = sa.select(_EVENTS.c.seq, _EVENTS.c.hash).order_by(_EVENTS.c.seq.desc()).limit(1)
+# The newest event and the anchor in one statement, hence from one snapshot: between
+# two statements under PostgreSQL's READ COMMITTED another replica may commit an append.
+_HEAD_AND_ANCHOR = sa.select(
+    *_EVENTS.c,
+    _ANCHOR.c.seq.label("anchor_seq"),
+    _ANCHOR.c.hash.label("anchor_hash"),
+    _ANCHOR.c.mac.label("anchor_mac"),
+).select_from(
+    sa.select(sa.literal(1).label("one"))
+    .subquery()
+    .outerjoin(_ANCHOR, _ANCHOR.c.id == 1)
+    .outerjoin(_EVENTS, _EVENTS.c.seq == sa.select(sa.func.max(_EVENTS.c.seq)).scalar_subquery())
+)
 _INSERT_EVENT = sa.insert(_EVENTS)
 _UPDATE_ANCHOR = (
     sa.update(_ANCHOR)
@@ -112,7 +133,7 @@ def canonical(event: AuditEvent) -> str:
     )
 
 
-def _canonical(fields: Mapping[str, Any]) -> str:
+def _canonical(fields: Mapping[Any, Any]) -> str:
     return json.dumps(
         {
             "seq": fields["seq"],
@@ -142,6 +163,34 @@ class AuditLog:
 
     def __init__(self, anchor_key: bytes) -> None:
         self._anchor_key = anchor_key
+        self._broken: ChainReport | None = None  # the last head check, if it failed
+        # The newest event this process wrote or found intact: its content is not
+        # hashed again on every append (the costliest part of the check). An edit to it
+        # made since is still found by ``verify``, and nothing appended re-anchors it.
+        self._known_head: tuple[int, str] | None = None
+
+    @property
+    def broken(self) -> str | None:
+        """What the last head check found wrong, or None while the head matched."""
+        report = self._broken
+        return report.problem if report is not None else None
+
+    def check_head(self, session: Session | sa.Connection) -> ChainReport:
+        """Compare the anchor with the chain's newest event, without walking the chain.
+
+        Finds a cut, extended or rewritten end of the chain and a forged or missing
+        anchor; an edit further back is left to ``verify``. The outcome is remembered
+        (``broken``) and a newly found problem is logged at CRITICAL.
+        """
+        return self._note(
+            self._head_report(connection_of(session).execute(_HEAD_AND_ANCHOR).mappings().one())
+        )
+
+    def require_head(self, session: Session | sa.Connection) -> None:
+        """Raise AuditChainBroken unless the head matches its anchor (before side effects)."""
+        report = self.check_head(session)
+        if not report.ok:
+            raise AuditChainBroken(f"audit chain broken: {report.problem}")
 
     def append(
         self,
@@ -177,8 +226,11 @@ class AuditLog:
         connection = connection_of(session)
         if connection.dialect.name == "postgresql":
             connection.execute(_LOCK, {"id": _POSTGRES_LOCK_ID})
-        head = connection.execute(_HEAD).first()
-        seq, hash_ = (head.seq, head.hash) if head else (0, GENESIS_HASH)
+        head = connection.execute(_HEAD_AND_ANCHOR).mappings().one()
+        report = self._note(self._head_report(head))
+        if not report.ok:
+            raise AuditChainBroken(f"audit chain broken: {report.problem}")
+        seq, hash_ = (head["seq"], head["hash"]) if head["seq"] is not None else (0, GENESIS_HASH)
         # Plain dicts, not AuditEvents: building a SQLModel object costs more than the
         # insert itself.
         events: list[dict[str, Any]] = []
@@ -213,10 +265,48 @@ class AuditLog:
                 ),
             )
         anchor = {"seq": seq, "hash": hash_, "mac": self._mac(seq, hash_)}
-        if connection.execute(_UPDATE_ANCHOR, anchor).rowcount == 0:
-            # The very first event (or an anchor someone removed: put back).
+        if head["anchor_seq"] is None:  # the very first event (the head check saw no events)
             connection.execute(_INSERT_ANCHOR, {"id": 1, **anchor})
+        else:
+            connection.execute(_UPDATE_ANCHOR, anchor)
+        self._known_head = (seq, hash_)
         return appended
+
+    def _head_report(self, head: sa.RowMapping) -> ChainReport:
+        seq, hash_ = (head["seq"], head["hash"]) if head["seq"] is not None else (0, GENESIS_HASH)
+        anchor_seq, anchor_hash = head["anchor_seq"], head["anchor_hash"]
+        if anchor_seq is None:
+            if seq == 0:
+                return ChainReport(True, 0)
+            problem = f"the anchor is missing, yet the chain holds events up to {seq}"
+            return ChainReport(False, seq, 1, problem)
+        if not hmac.compare_digest(head["anchor_mac"], self._mac(anchor_seq, anchor_hash)):
+            problem = f"the anchor (naming event {anchor_seq}) was forged: its MAC fails"
+            return ChainReport(False, seq, anchor_seq, problem)
+        if anchor_seq != seq:
+            problem = f"the anchor names event {anchor_seq} but the newest event is {seq}"
+            return ChainReport(False, seq, min(anchor_seq, seq) + 1, problem)
+        if anchor_hash != hash_:
+            problem = f"event {seq} has hash {hash_[:12]}…, its anchor names {anchor_hash[:12]}…"
+            return ChainReport(False, seq, seq, problem)
+        if seq and (seq, hash_) != self._known_head:
+            if _hash(head["prev_hash"], _canonical(head)) != hash_:
+                return ChainReport(False, seq, seq, f"event {seq}, the newest, was altered")
+            self._known_head = (seq, hash_)
+        return ChainReport(True, seq)
+
+    def _note(self, report: ChainReport) -> ChainReport:
+        previous, self._broken = self._broken, (None if report.ok else report)
+        if not report.ok and (previous is None or previous.problem != report.problem):
+            log.critical(
+                "audit chain broken at event %s: %s; nothing is appended until it is "
+                "resolved (`callrec audit verify` walks the whole chain)",
+                report.first_bad,
+                report.problem,
+            )
+        elif report.ok and previous is not None:
+            log.warning("audit chain: the head matches its anchor again")
+        return report
 
     def verify(self, session: Session) -> ChainReport:
         """Walk the whole chain; report the first edited, inserted or removed event."""

@@ -122,6 +122,10 @@ class StorageBackend:
         with session_scope(self._engine) as session:
             self._keyring.check_master_key(session)
         self._audit = AuditLog(self._keyring.derive("audit-anchor"))
+        with self._engine.connect() as connection:
+            # A broken chain does not stop the start: the gateway comes up not ready,
+            # appends nothing, and says why (readiness, metrics, a CRITICAL line).
+            self._audit.check_head(connection)
         self._store = self._open_store()
         self._store.ensure_bucket()
         check_backend(self._store)
@@ -156,8 +160,11 @@ class StorageBackend:
             self._engine.dispose()
 
     def check_ready(self) -> None:
-        """Raise a StorageError unless the database and S3 both answer."""
+        """Raise a StorageError unless the database and S3 both answer and the audit
+        chain's head matches its anchor."""
         check_database(self.engine)
+        with self.engine.connect() as connection:
+            self.audit.require_head(connection)
         supervisor = self.s3_supervisor
         if supervisor is not None and (problem := supervisor.problem) is not None:
             raise StoreUnavailable(problem)

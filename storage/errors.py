@@ -7,6 +7,7 @@ has one base below it, and the edges (HTTP, SIP, CLI) translate them in one plac
     └── StorageError
         ├── ConfigError           settings that cannot work (bad master key, placeholder secret)
         ├── DatabaseUnavailable   the database cannot be reached or refused us
+        │   └── AuditChainBroken  the audit chain's head does not match its anchor
         ├── ObjectStoreError
         │   ├── ObjectNotFound    no such key or version
         │   ├── StoreUnavailable  the S3 endpoint cannot be reached
@@ -49,6 +50,17 @@ class DatabaseUnavailable(StorageError):
     """The database cannot be reached or refused the connection."""
 
     code = "database_unavailable"
+
+
+class AuditChainBroken(DatabaseUnavailable):
+    """The audit chain's newest event does not match its anchor: nothing is appended.
+
+    A database whose audit chain was tampered with cannot take writes that must be
+    audited, so to every caller it is a database that is unavailable (the call hook
+    answers do-not-record, routes answer 503); appending would re-anchor the tampering.
+    """
+
+    code = "audit_chain_broken"
 
 
 class ObjectStoreError(StorageError):

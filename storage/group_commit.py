@@ -32,6 +32,7 @@ from sqlalchemy.engine import Engine
 
 from storage.audit import AuditEntry, AuditLog
 from storage.db import connection_scope
+from storage.errors import AuditChainBroken
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,10 @@ class GroupCommit:
                 entries: list[AuditEntry] = []
                 results = [pending.work(connection, entries) for pending in group]
                 self._audit.append_many(connection, entries, now=self._clock())
+        except AuditChainBroken as exc:
+            # Fails every work alike: running each alone would only fail each again.
+            _settle(group, [], exc)
+            return
         except Exception as exc:
             if len(group) == 1:
                 _settle(group, [], exc)

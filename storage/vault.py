@@ -107,6 +107,8 @@ class Vault:
             ext=draft.container,
         )
         with session_scope(self._engine) as session:
+            # Nothing is captured that could not be audited once stored.
+            self._audit.require_head(session)
             recording = Recording(
                 id=recording_id,
                 client_id=draft.client_id,
@@ -197,6 +199,9 @@ class Vault:
         lost the tail of their audio with the process that wrote them, and so did
         sealed ones that a power cut tore before they were fsynced or uploaded.
         """
+        with self._engine.connect() as connection:
+            if not self._audit.check_head(connection).ok:
+                return 0  # the spool waits: what is stored now could not be audited
         uploaded = 0
         for path in ownerless_spools(self._spool_dir):
             with claim_spool(path) as claimed:

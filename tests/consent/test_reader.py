@@ -26,7 +26,8 @@ from storage.audit import AuditLog
 from storage.db import connection_scope, session_scope
 from storage.keyring import Keyring
 
-AUDIT = AuditLog(b"a" * 32)
+AUDIT_KEY = b"a" * 32  # one chain, one anchor key: every replica below shares it
+AUDIT = AuditLog(AUDIT_KEY)
 PHONE_KEY = b"p" * 32
 CALLER, CALLEE = "+212612345678", "+212522000000"
 PARTIES = (hash_phone(PHONE_KEY, CALLER), hash_phone(PHONE_KEY, CALLEE))
@@ -208,7 +209,7 @@ def test_the_cache_is_bounded(engine: Engine, now: datetime, ledger_reads: list[
 
 
 def _replica(engine: Engine, keyring: Keyring, now: datetime) -> ApiContext:
-    audit = AuditLog(keyring.derive("audit-anchor"))
+    audit = AuditLog(AUDIT_KEY)
     return ApiContext(engine=engine, audit=audit, keyring=keyring, clock=lambda: now)
 
 

@@ -1,15 +1,21 @@
 from __future__ import annotations
 
+import asyncio
+import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
+from itertools import pairwise
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from storage.audit import AuditEvent, AuditLog, chain_hash
+from storage.audit import AuditEntry, AuditEvent, AuditLog, chain_hash
 from storage.db import connection_scope, session_scope
+from storage.errors import AuditChainBroken, DatabaseUnavailable
+from storage.group_commit import GroupCommit
 
 KEY = b"k" * 32
 
@@ -196,3 +202,177 @@ def test_concurrent_appenders_keep_the_chain_linear(engine: Engine, now: datetim
         list(pool.map(appender, range(6)))
     report = _verify(engine)
     assert report.ok and report.events == 60, report.problem
+
+
+def _count(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return int(connection.execute(sa.text("SELECT count(*) FROM audit_events")).scalar_one())
+
+
+def _anchor(engine: Engine) -> tuple[int, str, str]:
+    with engine.connect() as connection:
+        row = connection.execute(sa.text("SELECT seq, hash, mac FROM audit_anchor")).one()
+    return int(row.seq), str(row.hash), str(row.mac)
+
+
+def rehash_from(engine: Engine, first: int) -> None:
+    """Recompute every hash from event ``first`` on, as a forger without the key would."""
+    with Session(engine) as session:
+        events = list(
+            session.exec(
+                select(AuditEvent).where(AuditEvent.seq >= first - 1).order_by(AuditEvent.seq)  # type: ignore[arg-type]
+            )
+        )
+        for previous, event in pairwise(events):
+            event.prev_hash = previous.hash
+            event.hash = chain_hash(event.prev_hash, event)
+            session.add(event)
+        session.commit()
+
+
+def _cut_the_newest_three(engine: Engine) -> None:
+    _sql(engine, "DELETE FROM audit_events WHERE seq > (SELECT max(seq) - 3 FROM audit_events)")
+
+
+def _edit_and_rehash(engine: Engine) -> None:
+    _sql(engine, "UPDATE audit_events SET actor = 'intruder' WHERE seq = 4")
+    rehash_from(engine, 4)
+
+
+def _extend(engine: Engine) -> None:
+    with Session(engine) as session:
+        head = session.exec(select(AuditEvent).order_by(AuditEvent.seq.desc())).first()  # type: ignore[attr-defined]
+        assert head is not None
+        forged = AuditEvent(
+            seq=head.seq + 1,
+            at=head.at,
+            kind="test.event",
+            actor="intruder",
+            data="{}",
+            prev_hash=head.hash,
+            hash="",
+        )
+        forged.hash = chain_hash(forged.prev_hash, forged)
+        session.add(forged)
+        session.commit()
+
+
+def _remove_the_anchor(engine: Engine) -> None:
+    _sql(engine, "DELETE FROM audit_anchor")
+
+
+def _edit_the_newest(engine: Engine) -> None:
+    _sql(engine, "UPDATE audit_events SET actor = 'intruder' WHERE seq = 8")
+
+
+TAMPERING = [_cut_the_newest_three, _edit_and_rehash, _extend, _remove_the_anchor, _edit_the_newest]
+
+
+@pytest.mark.parametrize("tamper", TAMPERING)
+def test_an_append_on_a_tampered_chain_is_refused_and_never_re_anchors(
+    engine: Engine, now: datetime, tamper: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    _fill(engine, now, 8)
+    assert callable(tamper)
+    tamper(engine)
+    audit = AuditLog(KEY)  # the gateway starts again on the tampered chain
+    events, anchor = _count(engine), (None if tamper is _remove_the_anchor else _anchor(engine))
+    caplog.set_level(logging.CRITICAL, logger="storage.audit")
+
+    for attempt in range(2):
+        with (
+            pytest.raises(AuditChainBroken, match="audit chain broken") as refused,
+            session_scope(engine) as session,
+        ):
+            audit.append(session, kind="test.event", actor="t", now=now, data={"i": attempt})
+        assert isinstance(refused.value, DatabaseUnavailable)  # callers fail closed on it
+
+    assert _count(engine) == events  # nothing appended
+    if anchor is not None:
+        assert _anchor(engine) == anchor  # and the anchor did not move
+    assert not _verify(engine).ok
+    assert audit.broken is not None
+    critical = [r for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert len(critical) == 1, "one CRITICAL line per problem, not one per refusal"
+    assert "audit chain broken at event" in critical[0].getMessage()
+
+
+def test_the_head_check_names_where_the_chain_breaks(engine: Engine, now: datetime) -> None:
+    audit = _fill(engine, now, 8)
+    _cut_the_newest_three(engine)
+    with Session(engine) as session:
+        report = audit.check_head(session)
+    assert not report.ok
+    assert report.first_bad == 6
+    assert report.problem == "the anchor names event 8 but the newest event is 5"
+
+    fresh = AuditLog(KEY)  # a gateway that starts on the tampered chain
+    with engine.connect() as connection:
+        assert not fresh.check_head(connection).ok
+    assert fresh.broken == report.problem
+
+
+def test_a_chain_put_back_as_it_was_takes_appends_again(engine: Engine, now: datetime) -> None:
+    audit = _fill(engine, now, 4)
+    with engine.connect() as connection:
+        saved = connection.execute(sa.text("SELECT seq, hash, mac FROM audit_anchor")).one()
+    _sql(engine, "UPDATE audit_anchor SET seq = 1")
+    with pytest.raises(AuditChainBroken), session_scope(engine) as session:
+        audit.append(session, kind="test.event", actor="t", now=now)
+    _sql(engine, "UPDATE audit_anchor SET seq = :seq", seq=saved.seq)
+    with session_scope(engine) as session:
+        audit.append(session, kind="test.event", actor="t", now=now)
+    assert audit.broken is None
+    report = _verify(engine)
+    assert report.ok and report.events == 5, report.problem
+
+
+def test_group_commits_on_a_tampered_chain_write_nothing(engine: Engine, now: datetime) -> None:
+    audit = _fill(engine, now, 6)
+    _cut_the_newest_three(engine)
+    commit = GroupCommit(engine, audit, lambda: now)
+
+    def work(connection: sa.Connection, events: list[AuditEntry]) -> str:
+        connection.execute(sa.text("UPDATE audit_anchor SET hash = hash"))  # a write to undo
+        events.append(AuditEntry("test.event", "t"))
+        return "done"
+
+    try:
+        with pytest.raises(AuditChainBroken):
+            commit.run_alone(work)
+        with pytest.raises(AuditChainBroken):
+            asyncio.run(commit.run(work))  # through the writer thread, as call setups go
+    finally:
+        commit.close()
+    assert _count(engine) == 3
+    assert not _verify(engine).ok
+
+
+def test_head_checks_beside_concurrent_appenders_raise_no_false_alarm(
+    engine: Engine, now: datetime
+) -> None:
+    """The head and the anchor are read in one snapshot, even under READ COMMITTED."""
+    audit = _fill(engine, now, 1)
+    checker = AuditLog(KEY)
+    done = threading.Event()
+
+    def appender(worker: int) -> None:
+        for i in range(15):
+            with session_scope(engine) as session:
+                audit.append(session, kind="test.event", actor=f"w{worker}", now=now, data={"i": i})
+
+    def check() -> list[str]:
+        problems = []
+        while not done.is_set():
+            with engine.connect() as connection:
+                report = checker.check_head(connection)
+            if not report.ok:
+                problems.append(report.problem or "")
+        return problems
+
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        checking = pool.submit(check)
+        list(pool.map(appender, range(4)))
+        done.set()
+        assert checking.result() == []
+    assert _verify(engine).ok
