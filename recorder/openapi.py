@@ -43,7 +43,8 @@ _REASONS = {
     413: "The body is over the configured limit.",
     415: "A content type callrec does not take.",
     422: "Well-formed but not acceptable: `detail` says what.",
-    503: "The database or S3 cannot be reached; retry later.",
+    503: "The database or S3 cannot be reached, or the audit chain is broken "
+    "(`audit_chain_broken`: nothing can be audited, so nothing is done).",
 }
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
