@@ -30,6 +30,7 @@ from consent.decisions import (
 from consent.domain import CallFacts, Channel, Direction
 from consent.errors import NotFound, StateConflict
 from consent.jurisdiction import normalize_jurisdiction
+from consent.lapse import lapse_call
 from consent.phones import hash_phone, normalize_phone
 from consent.reader import ConsentReader
 from storage.audit import AuditEntry, AuditLog
@@ -139,8 +140,9 @@ def ask(
     """Decide whether to record a call and persist the decision.
 
     The decision's audit entry goes into ``events``, for the caller to append in the
-    same transaction. Asking again for the same call returns the first decision
-    unchanged. Core statements on a bare connection, no ORM: this runs at every call
+    same transaction. Asking again for the same call returns the first decision,
+    unless its grant has ended since and nothing is captured yet (``consent.lapse``).
+    Core statements on a bare connection, no ORM: this runs at every call
     setup, and the ORM would cost several times what the statements do.
     """
     participants = (hash_phone(phone_key, request.from_), hash_phone(phone_key, request.to))
@@ -148,8 +150,7 @@ def ask(
         connection, client_id=client_id, call_id=request.call_id, participants=participants
     )
     if snapshot.decided is not None:
-        earlier = connection.execute(_VIEW_BY_ID, {"id": snapshot.decided}).one()
-        return DecisionView(**earlier._mapping)
+        return _earlier(connection, snapshot.decided, actor=actor, events=events, now=now)
     facts = CallFacts(
         call_id=request.call_id,
         direction=request.direction,
@@ -178,6 +179,26 @@ def ask(
     return view
 
 
+def _earlier(
+    connection: sa.Connection,
+    decision_id: str,
+    *,
+    actor: str,
+    events: list[AuditEntry],
+    now: datetime,
+) -> DecisionView:
+    earlier = DecisionView(**connection.execute(_VIEW_BY_ID, {"id": decision_id}).one()._mapping)
+    if not earlier.record:
+        return earlier
+    # The ORM on the caller's transaction: only a call asked about twice comes here.
+    with Session(bind=connection) as session:
+        row = session.get_one(CallDecision, decision_id)
+        if not lapse_call(session, row, actor=actor, events=events, now=now):
+            return earlier
+        session.flush()
+        return DecisionView.of(row)
+
+
 def answer_caller_consent(
     session: Session,
     *,
@@ -188,8 +209,20 @@ def answer_caller_consent(
     audit: AuditLog,
     now: datetime,
 ) -> CallDecision:
-    """Record the caller's answer to the notice; recording may start only if accepted."""
+    """Record the caller's answer to the notice; recording may start only if accepted.
+
+    If the call's grant was revoked or has expired since the call was decided, the
+    answer is not taken: the call is not recorded (``consent_revoked`` /
+    ``consent_expired``).
+    """
     row = get_call(session, client_id=client_id, call_id=call_id)
+    if row.awaiting_caller_consent:
+        lapsed: list[AuditEntry] = []
+        if lapse_call(session, row, actor=actor, events=lapsed, now=now):
+            # The grant ended while the caller listened: the answer no longer matters.
+            audit.append_many(session, lapsed, now=now)
+            session.flush()
+            return row
     if not row.awaiting_caller_consent:
         raise StateConflict(
             f"call {call_id} is not waiting for the caller's consent", code="not_awaiting"

@@ -37,7 +37,7 @@ from consent.domain import (
 )
 from consent.jurisdiction import RuleBook, RuleOutcome
 
-__all__ = ["apply_caller_answer", "decide", "unavailable"]
+__all__ = ["apply_caller_answer", "decide", "recheck", "unavailable"]
 
 _EMPTY: MappingProxyType[str, datetime] = MappingProxyType({})
 
@@ -183,6 +183,38 @@ def apply_caller_answer(decision: Decision, *, accepted: bool) -> Decision:
         reason=Reason.CALLER_DECLINED,
         purposes=_EMPTY,
         awaiting_caller_consent=False,
+    )
+
+
+def recheck(decision: Decision, grant: Grant | None, now: datetime) -> Decision:
+    """A decision to record, checked again at ``now`` against the grant it was made under.
+
+    Unchanged while that grant is live. Once it is revoked or expired the call may not
+    be recorded any more (``consent_revoked`` / ``consent_expired``; a grant missing
+    from the ledger gives ``no_consent``): a revocation stops recording at once, also
+    for calls decided before it and not yet captured. Decisions not to record are
+    returned as they are.
+    """
+    if not decision.record:
+        return decision
+    if grant is None or grant.id != decision.grant_id:
+        reason = Reason.NO_CONSENT
+    elif grant.revoked_at is not None and grant.revoked_at <= now:
+        reason = Reason.CONSENT_REVOKED
+    elif grant.valid_until is not None and grant.valid_until <= now:
+        reason = Reason.CONSENT_EXPIRED
+    else:
+        return decision
+    return dataclasses.replace(
+        Decision.refused(
+            reason,
+            rule=decision.rule,
+            rule_jurisdiction=decision.rule_jurisdiction,
+            rule_version=decision.rule_version,
+        ),
+        # Kept, so that the call still names the grant it was decided under.
+        grant_id=decision.grant_id,
+        grant_version=decision.grant_version,
     )
 
 

@@ -282,6 +282,12 @@ def current_grants(
     return grants
 
 
+def grant_of(session: Session, client_id: str, grant_id: str) -> Grant | None:
+    """The current state of one grant of a client, or None if the ledger has no such grant."""
+    found = current_grants(_events(session, client_id, grant_id)).get(grant_id)
+    return None if found is None else to_grant(*found)
+
+
 def to_grant(granted: ConsentEvent, revoked: ConsentEvent | None) -> Grant:
     """The decision engine's view of one grant."""
     assert granted.notice is not None and granted.valid_from is not None

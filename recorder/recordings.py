@@ -9,9 +9,10 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from consent import calls
+from consent.admission import admit_audio
 from consent.api_auth import Integrator, allow, tenant_of
 from consent.api_context import ApiContext, Context
 from consent.apikeys import Principal, Role
@@ -96,30 +97,19 @@ def get_vault(request: Request) -> Vault:
 VaultDep = Annotated[Vault, Depends(get_vault)]
 
 
-def _check_call_allows_audio(session: Session, client_id: str, call_id: str) -> calls.CallDecision:
-    call = calls.get_call(session, client_id=client_id, call_id=call_id)
-    if not call.record and not call.awaiting_caller_consent:
-        raise StateConflict(
-            f"call {call_id} may not be recorded ({call.reason})", code="recording_not_allowed"
+def _admit_audio(
+    context: ApiContext, principal: Principal, client_id: str, call_id: str
+) -> calls.CallDecision:
+    with context.write() as session:
+        admission = admit_audio(
+            session,
+            client_id=client_id,
+            call_id=call_id,
+            actor=principal.actor,
+            audit=context.audit,
+            now=context.clock(),
         )
-    if call.awaiting_caller_consent:
-        raise StateConflict(
-            f"call {call_id} still waits for the caller's consent", code="awaiting_caller_consent"
-        )
-    if call.state == calls.CallState.OPTED_OUT:
-        raise StateConflict(f"the caller opted out of call {call_id}", code="caller_opted_out")
-    existing = session.exec(
-        select(Recording).where(
-            Recording.client_id == client_id,
-            Recording.call_id == call_id,
-            Recording.state != RecordingState.FAILED,
-        )
-    ).first()
-    if existing is not None:
-        raise StateConflict(
-            f"call {call_id} already has recording {existing.id}", code="recording_exists"
-        )
-    return call
+    return admission.require()  # after the commit: a lapsed decision is kept
 
 
 @router.put(
@@ -153,8 +143,7 @@ async def upload_recording(
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the upload is over the {limit}-byte limit")
-    with context.read() as session:
-        call = _check_call_allows_audio(session, client_id, call_id)
+    call = await run_in_threadpool(_admit_audio, context, principal, client_id, call_id)
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type not in audio.SUPPORTED_TYPES:
         accepted = ", ".join(sorted(audio.SUPPORTED_TYPES))

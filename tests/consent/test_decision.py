@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from consent.decision import apply_caller_answer, decide, unavailable
+from consent.decision import apply_caller_answer, decide, recheck, unavailable
 from consent.domain import (
     CallFacts,
     Channel,
@@ -566,3 +566,43 @@ def test_the_order_of_the_grants_does_not_change_the_choice() -> None:
             run(client(*order), call(purposes=requested)).grant_id for order in permutations(grants)
         }
         assert chosen == ({"g-v1"} if requested is None else {"g-a"})
+
+
+# --- a decision checked again when the call is used ----------------------------------
+
+
+def test_recheck_leaves_a_decision_under_a_live_grant_alone() -> None:
+    live = grant(valid_until=NOW + timedelta(days=1), revoked_at=NOW + TICK)
+    decided = run(client(live))
+    assert recheck(decided, live, NOW) is decided
+
+
+@pytest.mark.parametrize(
+    ("ended", "reason"),
+    [
+        ({"revoked_at": NOW}, Reason.CONSENT_REVOKED),
+        ({"valid_until": NOW}, Reason.CONSENT_EXPIRED),
+        ({"revoked_at": NOW - TICK, "valid_until": NOW - TICK}, Reason.CONSENT_REVOKED),
+    ],
+)
+def test_recheck_stops_a_call_whose_grant_ended(ended: dict[str, Any], reason: Reason) -> None:
+    announced = {"notice": Notice.ANNOUNCEMENT}
+    decided = run(client(grant(**announced)), call(ALL_PARTY), now=NOW - timedelta(hours=1))
+    assert decided.awaiting_caller_consent
+    later = recheck(decided, grant(**announced, **ended), NOW)
+    assert (later.record, later.reason, later.purposes) == (False, reason, {})
+    assert not later.awaiting_caller_consent and not later.announcement_required
+    # The call still names the grant and the rule it was decided under.
+    assert (later.grant_id, later.grant_version) == (decided.grant_id, decided.grant_version)
+    assert (later.rule, later.rule_jurisdiction) == (decided.rule, decided.rule_jurisdiction)
+
+
+def test_recheck_fails_closed_without_the_grant() -> None:
+    decided = run(client(grant()))
+    assert recheck(decided, None, NOW).reason is Reason.NO_CONSENT
+    assert recheck(decided, grant("other"), NOW).reason is Reason.NO_CONSENT
+
+
+def test_recheck_leaves_refusals_alone() -> None:
+    refused = run(client(grant(revoked_at=NOW)))
+    assert recheck(refused, None, NOW) is refused

@@ -286,8 +286,16 @@ def test_asking_again_returns_the_first_decision(engine: Engine, now: datetime) 
             now=now,
         ).key
     first = decide_call(context, _call("c1"), key)
-    _revoke(engine, now, grant_id)
     assert decide_call(context, _call("c1"), key) == first
+    # A revocation reaches a call decided before it and not yet captured.
+    _revoke(engine, now, grant_id)
+    again = decide_call(context, _call("c1"), key)
+    assert (again.decision_id, again.record, again.reason) == (
+        first.decision_id,
+        False,
+        "consent_revoked",
+    )
+    assert (again.grant_id, again.upload_url) == (first.grant_id, None)
     with connection_scope(engine) as connection:
         snapshot = context.consent_reader.read(
             connection, client_id="acme", call_id="c1", participants=PARTIES
