@@ -1,9 +1,13 @@
-"""HTTP routes of calls: the call hook, the caller's answer and call control."""
+"""HTTP routes of calls: the call hook and the caller's answer.
+
+The rest of call control (pause, resume, opt-out, end) is composed in
+``recorder.call_control``, since an opt-out reaches retention too.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Header
@@ -174,24 +178,3 @@ def caller_consent(
             now=context.clock(),
         )
         return _decision_public(context, calls.DecisionView.of(row))
-
-
-@router.post("/calls/{call_id}/{action}", tags=["calls"])
-def call_action(
-    call_id: str,
-    action: Literal["pause", "resume", "opt-out", "end"],
-    context: Context,
-    principal: Integrator,
-) -> CallStatePublic:
-    """Pause (leaves silence), resume, opt out (stops and discards) or end a call."""
-    with context.write() as session:
-        row = calls.change_state(
-            session,
-            client_id=tenant_of(principal),
-            call_id=call_id,
-            action=action,
-            actor=principal.actor,
-            audit=context.audit,
-            now=context.clock(),
-        )
-        return CallStatePublic(call_id=row.call_id, state=row.state)

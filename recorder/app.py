@@ -24,7 +24,7 @@ from prometheus_client import (
 from consent import api as consent_api
 from consent.api_auth import guards_of
 from consent.api_context import ApiContext
-from recorder import recordings
+from recorder import call_control, recordings
 from recorder.errors import install_error_handlers
 from recorder.metrics import DomainMetrics
 from recorder.openapi import install_openapi
@@ -81,6 +81,7 @@ def create_app(
     install_error_handlers(app)
     _install_metrics(app, backend, clock)
     app.include_router(consent_api.router)
+    app.include_router(call_control.router)
     app.include_router(recordings.router)
     app.include_router(retention_api.router)
     app.include_router(audit_api.router)
