@@ -9,7 +9,7 @@ last one recorded.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -45,15 +45,31 @@ def start_jobs(backend: StorageBackend) -> BackgroundScheduler:
         if uploaded:
             log.info("uploaded %d recordings waiting in the spool", uploaded)
 
+    clean_after = settings.reconcile_clean_after_s
+    clean_older_than = timedelta(seconds=clean_after) if clean_after else None
+
     def reconcile() -> None:
         report = reconciliation.run(
-            backend.engine, backend.store, audit=backend.audit, actor="retention", now=_now()
+            backend.engine,
+            backend.store,
+            audit=backend.audit,
+            actor="retention",
+            now=_now(),
+            clean_older_than=clean_older_than,
         )
-        if not report.ok:  # reported, never fixed: a person has to look
+        if report.aborted or report.deleted:
+            log.info(
+                "reconciliation: aborted %d unfinished uploads, deleted %d stray versions",
+                len(report.aborted),
+                len(report.deleted),
+            )
+        if not report.ok:  # orphans and ghosts are reported, never fixed: a person has to look
             log.warning(
-                "reconciliation: %d orphan objects, %d ghost recordings (see the report)",
+                "reconciliation: %d orphan objects, %d ghost recordings, %d leftovers in the "
+                "bucket (see the report)",
                 len(report.orphans),
                 len(report.ghosts),
+                report.leftovers,
             )
 
     scheduler = BackgroundScheduler(

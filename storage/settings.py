@@ -70,6 +70,12 @@ class Settings(BaseSettings):
         ge=60,
         description="Seconds between reconciliations (catalog against bucket) in `callrec serve`.",
     )
+    reconcile_clean_after_s: int = Field(
+        86400,
+        ge=0,
+        description="The scheduled reconciliation aborts unfinished uploads and deletes stray "
+        "versions older than this many seconds; 0 only reports them.",
+    )
     spool_retry_interval_s: int = Field(
         60, ge=5, description="Seconds between upload retries of recordings left in the spool."
     )

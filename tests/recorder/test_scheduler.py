@@ -1,15 +1,17 @@
 from __future__ import annotations
 
+import json
 import os
 import threading
 from datetime import UTC, datetime, timedelta
 from io import BytesIO
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, JobExecutionEvent
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from recorder.scheduler import start_jobs
 from retention.report_run import retention_report
+from storage.audit import AuditEvent
 from storage.backend import StorageBackend
 from storage.catalog import RecordingState
 from storage.settings import Settings
@@ -104,3 +106,35 @@ def test_the_scheduled_reconciliation_is_the_reports_last_run(backend: StorageBa
     assert recon.orphan_keys == ["acme/2026/11/28/rec_nobody.ogg"]
     assert recon.checked_at is not None and recon.checked_at < later
     assert report.checks.reconciliation is False
+
+
+def test_the_scheduled_reconciliation_cleans_leftovers_past_its_bound(
+    backend: StorageBackend,
+) -> None:
+    assert backend.settings.reconcile_clean_after_s == 86400  # the documented default
+    key = "acme/2026/11/28/rec_crashed.ogg"
+    backend.store.create_upload(key, tags={})  # an abort that never reached S3
+    jobs = start_jobs(backend)
+    try:
+        jobs.get_job("reconcile").func()  # a day is far off: only reported
+        assert [u.key for u in backend.store.list_uploads()] == [key]
+    finally:
+        jobs.shutdown(wait=True)
+
+    backend.settings = backend.settings.model_copy(update={"reconcile_clean_after_s": 1})
+    jobs = start_jobs(backend)
+    try:
+        job = jobs.get_job("reconcile")
+        for _ in range(300):  # polled: the upload passes the bound within a second or two
+            job.func()
+            if not list(backend.store.list_uploads()):
+                break
+            threading.Event().wait(0.1)
+    finally:
+        jobs.shutdown(wait=True)
+    assert list(backend.store.list_uploads()) == []
+    with Session(backend.engine) as session:
+        aborted = session.exec(
+            select(AuditEvent).where(AuditEvent.kind == "reconciliation.upload_aborted")
+        ).all()
+    assert [json.loads(event.data)["object_key"] for event in aborted] == [key]
