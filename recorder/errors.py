@@ -45,6 +45,7 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (storage_errors.ObjectNotFound, 404),
     (storage_errors.KeyDestroyed, 410),
     (storage_errors.InvalidTransition, 409),
+    (storage_errors.RecordingExists, 409),
     (storage_errors.StoreUnavailable, 503),
     (storage_errors.DatabaseUnavailable, 503),
     (storage_errors.CallrecError, 500),

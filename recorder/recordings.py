@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
@@ -170,8 +171,6 @@ def _store_upload(
 ) -> Recording:
     info = audio.probe(body, content_type)  # an AudioError is answered 415 or 422
     now = context.clock()
-    with context.read() as session:
-        held = held_from_the_start(session, client_id=call.client_id, call_id=call.call_id)
     draft = RecordingDraft(
         client_id=call.client_id,
         call_id=call.call_id,
@@ -182,10 +181,12 @@ def _store_upload(
         channels=info.channels,
         purposes=call.purpose_expiries(),
         started_at=now,
-        legal_hold=held,
     )
     encoding = audio.to_ogg_opus(body, info)
-    writer = vault.begin(draft, now=now)
+    # Another upload for this call may have got in since the check: the database
+    # decides (RecordingExists, 409). Holds are asked in the same transaction.
+    held = partial(held_from_the_start, client_id=call.client_id, call_id=call.call_id)
+    writer = vault.begin(draft, now=now, is_held=held)
     try:
         for piece in encoding:
             writer.write(piece)

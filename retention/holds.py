@@ -185,6 +185,8 @@ def place_hold(
         raise InvalidRequest(
             f"until {request.until.isoformat()} is in the past", code="until_in_past"
         )
+    # Recordings being stored wait for this case, or this case waits for them.
+    catalog.order_with_holds(session, exclusive=True)
     known = set(session.exec(select(Recording.id).where(Recording.id.in_(request.recording_ids))))  # type: ignore[attr-defined]
     missing = sorted(set(request.recording_ids) - known)
     if missing:
@@ -237,6 +239,7 @@ def release_hold(
     now: datetime,
 ) -> HoldPublic:
     """Release a case; recordings no other case covers may be purged again."""
+    catalog.order_with_holds(session, exclusive=True)
     hold = session.get(LegalHold, hold_id)
     if hold is None:
         raise NotFound(f"no legal hold {hold_id}")

@@ -41,6 +41,18 @@ class Recording(SQLModel, table=True):
     """One stored call recording; its purposes live in ``RecordingPurpose`` rows."""
 
     __tablename__ = "recordings"
+    # One recording per call, failed attempts aside: the database decides between
+    # concurrent uploads (a check before the insert could not).
+    __table_args__ = (
+        sa.Index(
+            "uq_recordings_one_per_call",
+            "client_id",
+            "call_id",
+            unique=True,
+            sqlite_where=sa.text("state != 'failed'"),
+            postgresql_where=sa.text("state != 'failed'"),
+        ),
+    )
 
     id: str = Field(primary_key=True, max_length=40)
     client_id: str = Field(index=True, max_length=63)
@@ -118,6 +130,25 @@ def add_recording(
         session.add(RecordingPurpose(recording_id=recording.id, purpose=name, expires_at=expiry))
     session.flush()
     return recording
+
+
+# Any fixed 64-bit number, the same in every replica.
+_HOLDS_LOCK_ID = 0x63_61_6C_6C_68_6F_6C_64
+
+
+def order_with_holds(session: Session, *, exclusive: bool) -> None:
+    """Order this transaction with every change to legal holds (PostgreSQL).
+
+    Placing or releasing a hold takes this lock exclusively; cataloguing a new
+    recording and marking one stored take it shared. So a hold either sees the
+    recording, or is seen by the transaction that tags it: the flag and the object's
+    ``legal-hold`` tag cannot miss each other. SQLite needs nothing: its writers take
+    turns (``BEGIN IMMEDIATE``). Take it first in the transaction, before any read.
+    """
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+        connection.execute(sa.text(f"SELECT {function}(:id)"), {"id": _HOLDS_LOCK_ID})
 
 
 def remove_purposes(

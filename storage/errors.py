@@ -16,7 +16,8 @@ has one base below it, and the edges (HTTP, SIP, CLI) translate them in one plac
         ├── EmbeddedS3Error       the embedded SeaweedFS could not be started
         ├── IntegrityError        ciphertext or wrapped key failed authentication
         ├── KeyDestroyed          the key was destroyed: its data is gone for good
-        └── InvalidTransition     a recording cannot move to the state asked for
+        ├── InvalidTransition     a recording cannot move to the state asked for
+        └── RecordingExists       the call already has a recording
 """
 
 
@@ -115,3 +116,9 @@ class InvalidTransition(StorageError):
     """A recording cannot move from its current state to the one asked for."""
 
     code = "invalid_state"
+
+
+class RecordingExists(StorageError):
+    """The call already has a recording (one that did not fail); the database said so."""
+
+    code = "recording_exists"

@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -27,7 +28,12 @@ from storage import catalog, crypto
 from storage.audit import AuditLog
 from storage.catalog import Recording, RecordingState
 from storage.db import session_scope
-from storage.errors import IntegrityError, ObjectStoreError, StoreUnavailable
+from storage.errors import (
+    IntegrityError,
+    ObjectStoreError,
+    RecordingExists,
+    StoreUnavailable,
+)
 from storage.ids import new_id
 from storage.keyring import Keyring
 from storage.multipart import PartBuffers, PartUploader
@@ -93,11 +99,21 @@ class Vault:
         spool_dir.mkdir(parents=True, exist_ok=True)
         self.upload_retries = 0  # uploads tried again from the spool, since this vault began
 
-    def begin(self, draft: RecordingDraft, *, now: datetime) -> SpoolWriter:
+    def begin(
+        self,
+        draft: RecordingDraft,
+        *,
+        now: datetime,
+        is_held: Callable[[Session], bool] | None = None,
+    ) -> SpoolWriter:
         """Catalog a new recording in state ``recording`` and open its spool.
 
         The object's tags follow from ``draft.purposes`` and go on the multipart upload
-        that starts once the spool holds a whole part.
+        that starts once the spool holds a whole part. ``is_held`` says, inside the
+        transaction that catalogs the recording, whether a legal hold covers it from
+        the start (a case on its client or call): asked there, no case placed
+        meanwhile is missed. A call that already has a recording raises
+        ``RecordingExists``: the database decides between concurrent uploads.
         """
         recording_id = new_id("rec", now)
         key_name = catalog.object_key(
@@ -106,34 +122,43 @@ class Vault:
             created_at=now,
             ext=draft.container,
         )
-        with session_scope(self._engine) as session:
-            # Nothing is captured that could not be audited once stored.
-            self._audit.require_head(session)
-            recording = Recording(
-                id=recording_id,
-                client_id=draft.client_id,
-                call_id=draft.call_id,
-                decision_id=draft.decision_id,
-                channel=draft.channel,
-                codec=draft.codec,
-                container=draft.container,
-                channels=draft.channels,
-                started_at=draft.started_at or now,
-                object_key=key_name,
-                legal_hold=draft.legal_hold,
-                created_at=now,
-                updated_at=now,
-            )
-            catalog.add_recording(session, recording=recording, purposes=draft.purposes)
-            key = self._keyring.new_recording_key(
-                session, client_id=draft.client_id, recording_id=recording_id, now=now
-            )
+        try:
+            with session_scope(self._engine) as session:
+                catalog.order_with_holds(session, exclusive=False)
+                # Nothing is captured that could not be audited once stored.
+                self._audit.require_head(session)
+                held = draft.legal_hold or (is_held is not None and is_held(session))
+                recording = Recording(
+                    id=recording_id,
+                    client_id=draft.client_id,
+                    call_id=draft.call_id,
+                    decision_id=draft.decision_id,
+                    channel=draft.channel,
+                    codec=draft.codec,
+                    container=draft.container,
+                    channels=draft.channels,
+                    started_at=draft.started_at or now,
+                    object_key=key_name,
+                    legal_hold=held,
+                    created_at=now,
+                    updated_at=now,
+                )
+                catalog.add_recording(session, recording=recording, purposes=draft.purposes)
+                key = self._keyring.new_recording_key(
+                    session, client_id=draft.client_id, recording_id=recording_id, now=now
+                )
+        except sa.exc.IntegrityError as exc:
+            if "call_id" not in str(exc.orig) and "one_per_call" not in str(exc.orig):
+                raise
+            raise RecordingExists(
+                f"call {draft.call_id} already has a recording", code="recording_exists"
+            ) from None
         path = self._spool_dir / f"{recording_id}{PART_SUFFIX}"
         upload = PartUploader(
             self._store,
             key_name,
             path=path,
-            tags=catalog.object_tags(draft.client_id, draft.purposes, legal_hold=draft.legal_hold),
+            tags=catalog.object_tags(draft.client_id, draft.purposes, legal_hold=held),
             part_size=self._part_size,
             concurrency=self._concurrency,
             buffers=self._buffers,
@@ -286,7 +311,18 @@ class Vault:
             log.warning("recording %s kept in the spool until S3 is back: %s", recording_id, exc)
             return recording
         with session_scope(self._engine) as session:
+            catalog.order_with_holds(session, exclusive=False)
             recording = _require(session, recording_id)
+            # A hold placed (or a purpose withdrawn) while the object went up is in the
+            # catalog by now: the object says the same before the recording counts as
+            # stored, and a hold placed after this sees it stored and tags it itself.
+            purposes = catalog.purposes_of(session, recording_id)
+            final = catalog.object_tags(
+                recording.client_id, purposes, legal_hold=recording.legal_hold
+            )
+            if final != tags:
+                self._store.put_tags(recording.object_key, final)
+                tags = final
             recording.version_id = result.version_id
             catalog.transition(recording, RecordingState.STORED, now=now)
             session.add(recording)

@@ -58,10 +58,12 @@ def purger(engine: Engine, object_store: ObjectStore, keyring: Keyring, audit: A
 
 @pytest.fixture
 def store_recording(vault: Vault, now: datetime) -> Callable[..., Recording]:
+    calls = iter(range(1_000_000))
+
     def store(**purposes: int) -> Recording:
         draft = RecordingDraft(
             client_id="acme",
-            call_id="call",
+            call_id=f"call-{next(calls)}",
             channel="upload",
             codec="opus",
             container="ogg",

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ def test_orphans_and_ghosts_are_reported_not_fixed(
         purposes={"research": now + timedelta(days=9)},
     )
     fine = vault.store(draft, [os.urandom(1000)], now=now)
-    ghost = vault.store(draft, [os.urandom(1000)], now=now)
+    ghost = vault.store(replace(draft, call_id="c2"), [os.urandom(1000)], now=now)
     object_store.delete_all_versions(ghost.object_key)
     object_store.put_bytes("acme/2026/11/28/rec_unknown.ogg", b"?", tags={})
     with Session(engine) as session:
@@ -90,7 +91,7 @@ def test_leftover_uploads_and_versions_are_reported_then_cleaned_past_the_bound(
     assert stored is not None and stored.version_id not in (None, first)
     # An upload whose abort never reached S3, and one a live capture is still sending.
     left = object_store.create_upload("acme/2026/11/28/rec_gone.ogg", tags={})
-    live = vault.begin(draft, now=now)
+    live = vault.begin(replace(draft, call_id="c2"), now=now)
     live.write(os.urandom(6 * 1024 * 1024))  # its first part is on its way
     assert live.upload is not None and live.upload.started
 
@@ -160,7 +161,7 @@ def test_a_current_stray_version_and_a_delete_marker_are_left_to_a_person(
     )
     overwritten = vault.store(draft, [os.urandom(1000)], now=now)
     object_store.put_bytes(overwritten.object_key, b"newer", tags={})  # now the current one
-    hidden = vault.store(draft, [os.urandom(1000)], now=now)
+    hidden = vault.store(replace(draft, call_id="c2"), [os.urandom(1000)], now=now)
     object_store.delete(hidden.object_key)  # a delete marker: a ghost, not a stray
     later = datetime.now(UTC) + timedelta(days=1)
     with Session(engine) as session:

@@ -69,10 +69,10 @@ def dead_store(object_store: ObjectStore) -> ObjectStore:
     )
 
 
-def _draft(now: datetime) -> RecordingDraft:
+def _draft(now: datetime, call_id: str = "call-1") -> RecordingDraft:
     return RecordingDraft(
         client_id="acme",
-        call_id="call-1",
+        call_id=call_id,
         channel="upload",
         codec="opus",
         container="ogg",
@@ -241,7 +241,7 @@ def test_swapped_objects_do_not_decrypt(
     vault: Vault, object_store: ObjectStore, now: datetime
 ) -> None:
     first = vault.store(_draft(now), [AUDIO], now=now)
-    second = vault.store(_draft(now), [AUDIO], now=now)
+    second = vault.store(_draft(now, "call-2"), [AUDIO], now=now)
     body = b"".join(object_store.get_stream(second.object_key))
     object_store.put_bytes(first.object_key, body, tags={})
     first.version_id = None
