@@ -4,7 +4,8 @@ CallrecError
 └── RecorderError
     └── AudioError              an upload that cannot be stored as audio
         ├── UnsupportedAudio    a content type callrec does not take (415)
-        └── InvalidAudio        not the format it claims, or not decodable (422)
+        ├── InvalidAudio        not the format it claims, or not decodable (422)
+        └── AudioTooLong        longer than the uploads' duration limit (413)
 """
 
 from storage.errors import CallrecError
@@ -26,3 +27,7 @@ class UnsupportedAudio(AudioError):
 
 class InvalidAudio(AudioError):
     code = "invalid_audio"
+
+
+class AudioTooLong(AudioError):
+    code = "upload_too_long"

@@ -75,6 +75,7 @@ def create_app(
     app.state.vault = backend.vault
     app.state.store = backend.store
     app.state.upload_max_bytes = settings.upload_max_bytes
+    app.state.upload_max_duration_s = settings.upload_max_duration_s
     app.state.scratch_dir = settings.data_dir / "tmp"
     app.state.scratch_dir.mkdir(parents=True, exist_ok=True)
     clear_leftovers(app.state.scratch_dir)  # what a crash of an older version left there

@@ -33,7 +33,7 @@ from av.audio.resampler import AudioResampler
 from av.container import InputContainer
 
 from recorder._exceptions import AudioError as AudioError
-from recorder._exceptions import InvalidAudio, UnsupportedAudio
+from recorder._exceptions import AudioTooLong, InvalidAudio, UnsupportedAudio
 
 log = logging.getLogger(__name__)
 
@@ -128,12 +128,15 @@ def _open(source: Body, fmt: str) -> Iterator[InputContainer]:
         yield container
 
 
-def probe(source: Path | Body, content_type: str) -> AudioInfo:
+def probe(
+    source: Path | Body, content_type: str, *, max_duration_s: float | None = None
+) -> AudioInfo:
     """Check the declared type against the body and find its one audio stream.
 
     Raises ``AudioError``: ``unsupported_media_type`` for a type not in
     ``SUPPORTED_TYPES``, ``invalid_audio`` for a body that is empty, another format,
-    undecodable, longer than zero but without samples, or with more than 8 channels.
+    undecodable, longer than zero but without samples, or with more than 8 channels,
+    ``upload_too_long`` when the container declares more than ``max_duration_s``.
     """
     declared = content_type.split(";", 1)[0].strip().lower()
     fmt = SUPPORTED_TYPES.get(declared)
@@ -160,6 +163,7 @@ def probe(source: Path | Body, content_type: str) -> AudioInfo:
             if not any(frame.samples for frame in container.decode(stream)):
                 raise _invalid("zero duration: no audio samples")
             duration = container.duration / 1_000_000 if container.duration else 0.0
+            _check_length(duration, max_duration_s, "declares")
             return AudioInfo(
                 format=fmt,
                 codec=stream.codec_context.codec.canonical_name,
@@ -169,6 +173,15 @@ def probe(source: Path | Body, content_type: str) -> AudioInfo:
             )
     except av.FFmpegError as exc:
         raise _invalid(f"undecodable {fmt}: {exc.strerror or exc}") from exc
+
+
+def _check_length(duration_s: float, max_duration_s: float | None, verb: str) -> None:
+    # A few kilobytes of FLAC can hold hours of silence: the bytes bound nothing.
+    if max_duration_s is not None and duration_s > max_duration_s:
+        raise AudioTooLong(
+            f"the upload {verb} {duration_s:.0f} s of audio; at most {max_duration_s:.0f} s "
+            "are accepted"
+        )
 
 
 class _Pieces:
@@ -191,13 +204,21 @@ class OpusEncoding:
 
     Each iteration decodes and encodes the file afresh. Once one has run to the end,
     ``duration_s`` holds the duration actually decoded (``None`` until then); a body
-    that stops decoding raises ``AudioError(invalid_audio)`` mid-iteration.
+    that stops decoding raises ``AudioError(invalid_audio)`` mid-iteration, and one
+    that decodes past ``max_duration_s`` raises ``AudioTooLong`` as soon as it does.
     """
 
-    def __init__(self, body: Body, info: AudioInfo, bitrate_per_channel: int) -> None:
+    def __init__(
+        self,
+        body: Body,
+        info: AudioInfo,
+        bitrate_per_channel: int,
+        max_duration_s: float | None = None,
+    ) -> None:
         self.body = body
         self.info = info
         self.bit_rate = bitrate_per_channel * info.channels
+        self.max_duration_s = max_duration_s
         self.duration_s: float | None = None
 
     def __iter__(self) -> Generator[bytes, None, None]:
@@ -244,6 +265,7 @@ class OpusEncoding:
                         resampler = AudioResampler("flt", layout, OPUS_RATE, frame_size=_FRAME)
                         source = shape
                     decoded += frame.samples / frame.sample_rate
+                    _check_length(decoded, self.max_duration_s, "holds more than")
                     yield from resampler.resample(frame)
                 if resampler is not None:
                     yield from resampler.resample(None)
@@ -253,14 +275,18 @@ class OpusEncoding:
 
 
 def to_ogg_opus(
-    source: Path | Body, info: AudioInfo, *, bitrate_per_channel: int = 32_000
+    source: Path | Body,
+    info: AudioInfo,
+    *,
+    bitrate_per_channel: int = 32_000,
+    max_duration_s: float | None = None,
 ) -> OpusEncoding:
     """Encode a probed upload to Ogg/Opus at 48 kHz, VBR, ``bitrate_per_channel`` per channel.
 
     Returns an ``OpusEncoding``: an iterable of output pieces (one decode, one
     encode, bounded memory) whose ``duration_s`` is filled once fully iterated.
     """
-    return OpusEncoding(_body(source), info, bitrate_per_channel)
+    return OpusEncoding(_body(source), info, bitrate_per_channel, max_duration_s)
 
 
 def duration_of_ogg(data_or_path: bytes | Path) -> float:

@@ -41,6 +41,7 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (retention_errors.StateConflict, 409),
     (recorder_errors.UnsupportedAudio, 415),
     (recorder_errors.InvalidAudio, 422),
+    (recorder_errors.AudioTooLong, 413),
     (recorder_errors.AudioError, 422),
     (storage_errors.ObjectNotFound, 404),
     (storage_errors.KeyDestroyed, 410),

@@ -23,7 +23,7 @@ from consent.errors import (
     StateConflict,
 )
 from recorder import audio
-from recorder._exceptions import UnsupportedAudio
+from recorder._exceptions import AudioTooLong, UnsupportedAudio
 from retention.api_files import stream_scratch
 from retention.holds import held_from_the_start
 from storage import catalog
@@ -159,7 +159,10 @@ async def upload_recording(
                 raise PayloadTooLarge(f"the upload is over the {limit}-byte limit")
             body.write(piece)
         body.seal()
-        recording = await run_in_threadpool(_store_upload, context, vault, call, body, content_type)
+        max_duration_s: int = request.app.state.upload_max_duration_s
+        recording = await run_in_threadpool(
+            _store_upload, context, vault, call, body, content_type, max_duration_s
+        )
     if recording.state != RecordingState.STORED:
         response.status_code = status.HTTP_202_ACCEPTED
     with context.read() as session:
@@ -167,9 +170,16 @@ async def upload_recording(
 
 
 def _store_upload(
-    context: ApiContext, vault: Vault, call: calls.CallDecision, body: Scratch, content_type: str
+    context: ApiContext,
+    vault: Vault,
+    call: calls.CallDecision,
+    body: Scratch,
+    content_type: str,
+    max_duration_s: float,
 ) -> Recording:
-    info = audio.probe(body, content_type)  # an AudioError is answered 415 or 422
+    # An AudioError is answered 415, 422, or 413 for a container that declares more
+    # than the limit: refused before anything is catalogued.
+    info = audio.probe(body, content_type, max_duration_s=max_duration_s)
     now = context.clock()
     draft = RecordingDraft(
         client_id=call.client_id,
@@ -182,7 +192,8 @@ def _store_upload(
         purposes=call.purpose_expiries(),
         started_at=now,
     )
-    encoding = audio.to_ogg_opus(body, info)
+    # The limit holds while decoding too: a container may declare nothing, or lie.
+    encoding = audio.to_ogg_opus(body, info, max_duration_s=max_duration_s)
     # Another upload for this call may have got in since the check: the database
     # decides (RecordingExists, 409). Holds are asked in the same transaction.
     held = partial(held_from_the_start, client_id=call.client_id, call_id=call.call_id)
@@ -191,7 +202,8 @@ def _store_upload(
         for piece in encoding:
             writer.write(piece)
     except audio.AudioError as exc:
-        vault.discard(writer, reason=f"invalid audio: {exc}", now=context.clock())
+        reason = "upload too long" if isinstance(exc, AudioTooLong) else "invalid audio"
+        vault.discard(writer, reason=f"{reason}: {exc}", now=context.clock())
         raise
     except BaseException:
         vault.discard(writer, reason="upload failed", now=context.clock())

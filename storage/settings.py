@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     upload_max_bytes: int = Field(
         512 * MIB, ge=1024, description="Largest upload accepted, bytes (413 beyond)."
     )
+    upload_max_duration_s: int = Field(
+        4 * 3600,
+        ge=1,
+        description="Longest upload accepted, in seconds of audio (413 beyond); bounds "
+        "the work one upload can cause, however well it compresses.",
+    )
     purge_interval_s: int = Field(
         3600, ge=10, description="Seconds between purge sweeps in `callrec serve`."
     )
