@@ -69,6 +69,10 @@ class RecordingPublic(BaseModel):
     """Size in bytes of the stored (encrypted) object."""
     sha256: str | None
     """SHA-256 of the stored (encrypted) object."""
+    audio_size: int | None
+    """Size in bytes of the audio as served (decrypted)."""
+    audio_sha256: str | None
+    """SHA-256 of the audio as served: a downloaded file hashes to it."""
     started_at: datetime | None
     """When the audio started."""
     ended_at: datetime | None

@@ -187,10 +187,13 @@ def export_subject_data(
         recordings = subjects.recordings_of_number(
             session, client_id=row.client_id, phone_hash=row.phone_hash
         )
+        # Each entry names its audio file, whose bytes hash to its ``audio_sha256``
+        # (``size`` and ``sha256`` are the stored, encrypted object's).
         metadata = [
             {
                 **recording.model_dump(mode="json", exclude={"object_key", "version_id", "state"}),
                 "state": str(recording.state),
+                "file": export_name(recording),
                 "purposes": {
                     p: e.isoformat() for p, e in catalog.purposes_of(session, recording.id).items()
                 },
@@ -215,6 +218,13 @@ def export_subject_data(
     return stream_scratch(bundle, media_type="application/zip", filename=f"{row.id}.zip")
 
 
+def export_name(recording: Recording) -> str | None:
+    """The recording's audio file in an access export; None if it has no audio left."""
+    if recording.state not in (RecordingState.STORED, RecordingState.RESTRICTED):
+        return None
+    return f"{recording.id}.{recording.container}"
+
+
 def export_bundle(
     vault: Vault, recordings: list[Recording], metadata: list[dict[str, object]], scratch: Path
 ) -> Scratch:
@@ -228,12 +238,10 @@ def export_bundle(
         with zipfile.ZipFile(bundle, "w") as archive:
             archive.writestr("metadata.json", json.dumps(metadata, indent=2))
             for recording in recordings:
-                if (
-                    recording.state != RecordingState.STORED
-                    and recording.state != RecordingState.RESTRICTED
-                ):
+                name = export_name(recording)
+                if name is None:
                     continue
-                with archive.open(f"{recording.id}.{recording.container}", "w") as entry:
+                with archive.open(name, "w") as entry:
                     vault.read(recording, entry)
         bundle.seal()
     except BaseException:

@@ -67,6 +67,9 @@ class Recording(SQLModel, table=True):
     duration_s: float | None = None
     size: int | None = Field(default=None, sa_type=sa.BigInteger)
     sha256: str | None = Field(default=None, max_length=64)
+    # Of the audio as served (decrypted): what a downloaded file is checked against.
+    audio_size: int | None = Field(default=None, sa_type=sa.BigInteger)
+    audio_sha256: str | None = Field(default=None, max_length=64)
     object_key: str = Field(unique=True, max_length=300)
     version_id: str | None = Field(default=None, max_length=200)
     state: RecordingState = Field(

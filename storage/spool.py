@@ -16,6 +16,7 @@ its lock. (Spools live on a local disk: ``flock`` means little on a network one.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,14 +48,22 @@ class SpoolWriter:
         self.upload = upload
         self._file: BinaryIO = _create_locked(path)  # closed by release/close
         self._encryptor = crypto.StreamEncryptor(key, aad=recording_aad(recording_id))
+        # The audio as it will be served: a download can be checked against it.
+        self._audio_sha256 = hashlib.sha256()
 
     @property
     def plaintext_size(self) -> int:
         return self._encryptor.plaintext_size
 
+    @property
+    def audio_sha256(self) -> str:
+        """Hex SHA-256 of the audio written so far (the plaintext)."""
+        return self._audio_sha256.hexdigest()
+
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Encrypt ``data`` into the spool; start uploading each part as it completes."""
         view = memoryview(data).cast("B")
+        self._audio_sha256.update(view)
         for start in range(0, len(view), _FEED):
             self._file.write(self._encryptor.update(view[start : start + _FEED]))
         spooled = self._encryptor.ciphertext_size

@@ -183,6 +183,8 @@ class Vault:
             with session_scope(self._engine) as session:
                 recording = _require(session, writer.recording_id)
                 recording.size, recording.sha256 = size, sha256
+                recording.audio_size = writer.plaintext_size
+                recording.audio_sha256 = writer.audio_sha256
                 recording.duration_s, recording.ended_at = duration_s, ended_at or now
                 recording.updated_at = now
                 session.add(recording)
@@ -339,6 +341,8 @@ class Vault:
                     "version_id": result.version_id,
                     "size": recording.size,
                     "sha256": recording.sha256,
+                    "audio_size": recording.audio_size,
+                    "audio_sha256": recording.audio_sha256,
                     "purposes": {
                         name.removeprefix("purpose:"): expiry
                         for name, expiry in tags.items()
@@ -379,18 +383,23 @@ class Vault:
         """
         key = self._keyring.recording_key(session, recording_id=recording.id)
         decryptor = crypto.StreamDecryptor(key, aad=recording_aad(recording.id))
-        digest = hashlib.sha256()
+        digest, audio_digest, audio_size = hashlib.sha256(), hashlib.sha256(), 0
         try:
             with open(path, "rb") as handle:
                 while block := handle.read(1024 * 1024):
                     digest.update(block)
-                    decryptor.update(block)
-            decryptor.finalize()
+                    audio = decryptor.update(block)
+                    audio_digest.update(audio)
+                    audio_size += len(audio)
+            audio = decryptor.finalize()
+            audio_digest.update(audio)
+            audio_size += len(audio)
         except IntegrityError as exc:
             log.warning("recording %s: sealed spool does not authenticate: %s", recording.id, exc)
             return False
         if recording.sha256 is None:
             recording.size, recording.sha256 = path.stat().st_size, digest.hexdigest()
+            recording.audio_size, recording.audio_sha256 = audio_size, audio_digest.hexdigest()
             session.add(recording)
         return True
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import zipfile
@@ -56,6 +57,32 @@ def test_access_exports_audio_and_metadata(client: TestClient, tmp_path: Path) -
     assert [m["id"] for m in metadata] == [mine["id"]]
     assert bundle.read(f"{mine['id']}.ogg")[:4] == b"OggS"
     assert CUSTOMER not in bundle.read("metadata.json").decode()
+
+
+def test_downloads_and_the_access_export_check_out_against_the_metadata(
+    client: TestClient, tmp_path: Path
+) -> None:
+    tenant = make_tenant(client)
+    first = _recording(client, tenant.integrator, tmp_path, "c1", CUSTOMER)
+    second = _recording(client, tenant.integrator, tmp_path, "c2", CUSTOMER)
+    for recording in (first, second):
+        audio = client.get(f"/v1/recordings/{recording['id']}/audio", headers=ADMIN).content
+        assert recording["audio_size"] == len(audio)
+        assert recording["audio_sha256"] == hashlib.sha256(audio).hexdigest()
+        assert recording["sha256"] != recording["audio_sha256"]  # that one is the object's
+    answer = _request(client, tenant.client_admin, "access")
+    export = client.get(answer["export_url"], headers=tenant.client_admin)
+    bundle = zipfile.ZipFile(io.BytesIO(export.content))
+    metadata = json.loads(bundle.read("metadata.json"))
+    assert sorted(m["file"] for m in metadata) == sorted(
+        name for name in bundle.namelist() if name != "metadata.json"
+    )
+    for entry in metadata:
+        audio = bundle.read(entry["file"])
+        assert entry["audio_size"] == len(audio)
+        assert entry["audio_sha256"] == hashlib.sha256(audio).hexdigest()
+        shown = client.get(f"/v1/recordings/{entry['id']}", headers=ADMIN).json()
+        assert shown["audio_sha256"] == entry["audio_sha256"]
 
 
 def test_erasure_purges_unless_held_and_says_why(

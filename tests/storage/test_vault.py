@@ -111,6 +111,10 @@ def test_store_round_trip(
     stored = b"".join(object_store.get_stream(recording.object_key))
     assert recording.size == len(stored)
     assert recording.sha256 == hashlib.sha256(stored).hexdigest()
+    assert (recording.audio_size, recording.audio_sha256) == (
+        len(AUDIO),
+        hashlib.sha256(AUDIO).hexdigest(),
+    )
     assert AUDIO[:64] not in stored  # the object holds ciphertext only
     assert list((tmp_path / "spool").iterdir()) == []
     assert _audit_kinds(engine) == ["recording.stored"]
@@ -163,6 +167,7 @@ def test_crash_after_sealing_is_recovered(
         recording = catalog.get_recording(session, writer.recording_id)
     assert recording is not None and recording.state == RecordingState.STORED
     assert recording.size is not None and recording.sha256 is not None
+    assert recording.audio_sha256 == hashlib.sha256(AUDIO).hexdigest()
     assert _plaintext(vault, recording) == AUDIO
 
 
