@@ -19,6 +19,7 @@ an Ogg whose last page is cut) is refused.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Generator, Iterator, Mapping
 from contextlib import contextmanager
@@ -138,6 +139,40 @@ def probe(
     undecodable, longer than zero but without samples, or with more than 8 channels,
     ``upload_too_long`` when the container declares more than ``max_duration_s``.
     """
+    with open_upload(source, content_type, max_duration_s=max_duration_s) as upload:
+        return upload.info
+
+
+class Upload:
+    """An upload's container, opened once: what ``probe`` found, then its frames.
+
+    The frames decoded to prove the body decodes are kept and handed on first, and
+    the decoding carries on from where it stopped: the body is read once.
+    """
+
+    def __init__(self, info: AudioInfo, frames: Iterator[AudioFrame]) -> None:
+        self.info = info
+        self._frames: Iterator[AudioFrame] | None = frames
+
+    def frames(self) -> Iterator[AudioFrame]:
+        """Every decoded frame, once (FFmpegError if the body stops decoding)."""
+        if self._frames is None:
+            raise ValueError("the upload's frames were already taken")
+        frames, self._frames = self._frames, None
+        return frames
+
+    def to_ogg_opus(
+        self, *, bitrate_per_channel: int = 32_000, max_duration_s: float | None = None
+    ) -> OpusEncoding:
+        """Encode these frames to Ogg/Opus, as ``to_ogg_opus`` does (iterate once)."""
+        return OpusEncoding(self, self.info, bitrate_per_channel, max_duration_s)
+
+
+@contextmanager
+def open_upload(
+    source: Path | Body, content_type: str, *, max_duration_s: float | None = None
+) -> Iterator[Upload]:
+    """Probe an upload (as ``probe`` does) and keep it open for its encoding."""
     declared = content_type.split(";", 1)[0].strip().lower()
     fmt = SUPPORTED_TYPES.get(declared)
     if fmt is None:
@@ -150,8 +185,8 @@ def probe(
         raise _invalid(f"declared {declared} but the body is not wav, mp3, ogg or flac")
     if found != fmt:
         raise _invalid(f"declared {declared} but the body is {found}")
-    try:
-        with _open(body, fmt) as container:
+    with _open_checked(body, fmt) as container:
+        try:
             streams = container.streams.audio
             if len(streams) != 1:
                 raise _invalid("no audio stream" if not streams else "more than one audio stream")
@@ -159,20 +194,40 @@ def probe(
             if stream.channels > MAX_CHANNELS:
                 raise _invalid(f"{stream.channels} channels; at most {MAX_CHANNELS} are supported")
             # Decode up to the first samples: proves the codec really decodes this body
-            # and turns a header-only file into a clear error.
-            if not any(frame.samples for frame in container.decode(stream)):
+            # and turns a header-only file into a clear error. The same generator goes
+            # on later: a packet's other frames stay in it.
+            decoding, first = container.decode(stream), []
+            for frame in decoding:
+                first.append(frame)
+                if frame.samples:
+                    break
+            else:
                 raise _invalid("zero duration: no audio samples")
             duration = container.duration / 1_000_000 if container.duration else 0.0
             _check_length(duration, max_duration_s, "declares")
-            return AudioInfo(
+            info = AudioInfo(
                 format=fmt,
                 codec=stream.codec_context.codec.canonical_name,
                 channels=stream.channels,
                 sample_rate=stream.sample_rate,
                 duration_s=duration,
             )
+        except av.FFmpegError as exc:
+            raise _invalid(f"undecodable {fmt}: {exc.strerror or exc}") from exc
+        yield Upload(info, itertools.chain(first, decoding))
+
+
+@contextmanager
+def _open_checked(body: Body, fmt: str) -> Iterator[InputContainer]:
+    try:
+        opened = _open(body, fmt)
+        container = opened.__enter__()
     except av.FFmpegError as exc:
         raise _invalid(f"undecodable {fmt}: {exc.strerror or exc}") from exc
+    try:
+        yield container
+    finally:
+        opened.__exit__(None, None, None)
 
 
 def _check_length(duration_s: float, max_duration_s: float | None, verb: str) -> None:
@@ -210,7 +265,7 @@ class OpusEncoding:
 
     def __init__(
         self,
-        body: Body,
+        body: Body | Upload,
         info: AudioInfo,
         bitrate_per_channel: int,
         max_duration_s: float | None = None,
@@ -246,14 +301,22 @@ class OpusEncoding:
                 "upload ends early: %.2f s of %.2f s", self.duration_s, self.info.duration_s
             )
 
+    @contextmanager
+    def _decoded(self) -> Iterator[Iterator[AudioFrame]]:
+        if isinstance(self.body, Upload):  # opened once, by open_upload
+            yield self.body.frames()
+            return
+        with _open(self.body, self.info.format) as container:
+            yield container.decode(container.streams.audio[0])
+
     def _resampled(self) -> Iterator[AudioFrame]:
         """Decoded frames as 48 kHz float in encoder-sized frames, same channel count."""
         layout, decoded = f"{self.info.channels}c", 0.0
         resampler: AudioResampler | None = None
         source: tuple[str, str, int] | None = None
         try:
-            with _open(self.body, self.info.format) as container:
-                for frame in container.decode(container.streams.audio[0]):
+            with self._decoded() as frames:
+                for frame in frames:
                     if frame.layout.nb_channels != self.info.channels:
                         raise _invalid(f"channel count changes at {decoded:.1f} s")
                     shape = (frame.format.name, frame.layout.name, frame.sample_rate)

@@ -182,36 +182,37 @@ def _store_upload(
     max_duration_s: float,
 ) -> Recording:
     # An AudioError is answered 415, 422, or 413 for a container that declares more
-    # than the limit: refused before anything is catalogued.
-    info = audio.probe(body, content_type, max_duration_s=max_duration_s)
-    now = context.clock()
-    draft = RecordingDraft(
-        client_id=call.client_id,
-        call_id=call.call_id,
-        decision_id=call.id,
-        channel="upload",
-        codec="opus",
-        container="ogg",
-        channels=info.channels,
-        purposes=call.purpose_expiries(),
-        started_at=now,
-    )
-    # The limit holds while decoding too: a container may declare nothing, or lie.
-    encoding = audio.to_ogg_opus(body, info, max_duration_s=max_duration_s)
-    # Another upload for this call may have got in since the check: the database
-    # decides (RecordingExists, 409). Holds are asked in the same transaction.
-    held = partial(held_from_the_start, client_id=call.client_id, call_id=call.call_id)
-    writer = vault.begin(draft, now=now, is_held=held)
-    try:
-        for piece in encoding:
-            writer.write(piece)
-    except audio.AudioError as exc:
-        reason = "upload too long" if isinstance(exc, AudioTooLong) else "invalid audio"
-        vault.discard(writer, reason=f"{reason}: {exc}", now=context.clock())
-        raise
-    except BaseException:
-        vault.discard(writer, reason="upload failed", now=context.clock())
-        raise
+    # than the limit: refused before anything is catalogued. The body is opened once:
+    # the probe's decoding carries on into the encoding.
+    with audio.open_upload(body, content_type, max_duration_s=max_duration_s) as upload:
+        now = context.clock()
+        draft = RecordingDraft(
+            client_id=call.client_id,
+            call_id=call.call_id,
+            decision_id=call.id,
+            channel="upload",
+            codec="opus",
+            container="ogg",
+            channels=upload.info.channels,
+            purposes=call.purpose_expiries(),
+            started_at=now,
+        )
+        # The limit holds while decoding too: a container may declare nothing, or lie.
+        encoding = upload.to_ogg_opus(max_duration_s=max_duration_s)
+        # Another upload for this call may have got in since the check: the database
+        # decides (RecordingExists, 409). Holds are asked in the same transaction.
+        held = partial(held_from_the_start, client_id=call.client_id, call_id=call.call_id)
+        writer = vault.begin(draft, now=now, is_held=held)
+        try:
+            for piece in encoding:
+                writer.write(piece)
+        except audio.AudioError as exc:
+            reason = "upload too long" if isinstance(exc, AudioTooLong) else "invalid audio"
+            vault.discard(writer, reason=f"{reason}: {exc}", now=context.clock())
+            raise
+        except BaseException:
+            vault.discard(writer, reason="upload failed", now=context.clock())
+            raise
     return vault.finish(writer, now=context.clock(), duration_s=encoding.duration_s)
 
 

@@ -176,19 +176,24 @@ class Vault:
         """Seal the spool and finish its upload; on an S3 outage it waits in the spool.
 
         ``write`` spooled and encrypted the audio and sent the whole parts, tagged since
-        ``begin``; here the last part goes up, then the catalog and the audit log follow.
+        ``begin``; here the last part goes up, then the catalog and the audit log follow,
+        in one transaction with everything the writer learnt (sizes, hashes, duration):
+        with ``begin``'s, two per recording. A crash before it leaves a sealed spool,
+        whose sizes and hashes recovery finds again (its duration stays unknown).
         """
         try:
             path, size, sha256 = writer.seal()
-            with session_scope(self._engine) as session:
-                recording = _require(session, writer.recording_id)
-                recording.size, recording.sha256 = size, sha256
-                recording.audio_size = writer.plaintext_size
-                recording.audio_sha256 = writer.audio_sha256
-                recording.duration_s, recording.ended_at = duration_s, ended_at or now
-                recording.updated_at = now
-                session.add(recording)
-            return self._upload(writer.recording_id, path, now=now, streamed=writer.upload)
+            facts = {
+                "size": size,
+                "sha256": sha256,
+                "audio_size": writer.plaintext_size,
+                "audio_sha256": writer.audio_sha256,
+                "duration_s": duration_s,
+                "ended_at": ended_at or now,
+            }
+            return self._upload(
+                writer.recording_id, path, now=now, streamed=writer.upload, facts=facts
+            )
         finally:
             writer.release()  # only now may recovery take what is left in the spool
 
@@ -295,14 +300,26 @@ class Vault:
         dest.write(decryptor.finalize())
 
     def _upload(
-        self, recording_id: str, path: Path, *, now: datetime, streamed: PartUploader | None
+        self,
+        recording_id: str,
+        path: Path,
+        *,
+        now: datetime,
+        streamed: PartUploader | None,
+        facts: Mapping[str, object] | None = None,
     ) -> Recording:
-        with session_scope(self._engine) as session:
-            recording = _require(session, recording_id)
-            purposes = catalog.purposes_of(session, recording_id)
-        tags = catalog.object_tags(recording.client_id, purposes, legal_hold=recording.legal_hold)
+        if streamed is not None:  # the tags ``begin`` gave the upload, and its key
+            key, tags = streamed.key, dict(streamed.tags)
+        else:  # recovering: what the catalog says now
+            with Session(self._engine) as session:
+                recording = _require(session, recording_id)
+                purposes = catalog.purposes_of(session, recording_id)
+            key = recording.object_key
+            tags = catalog.object_tags(
+                recording.client_id, purposes, legal_hold=recording.legal_hold
+            )
         try:
-            result = self._send(recording.object_key, path, tags=tags, streamed=streamed)
+            result = self._send(key, path, tags=tags, streamed=streamed)
         except BaseException as exc:
             # The recording must be durable before finish returns or raises: in S3 once
             # the upload completed, otherwise on disk. So the spool is fsynced only here,
@@ -311,10 +328,15 @@ class Vault:
             if not isinstance(exc, StoreUnavailable):
                 raise
             log.warning("recording %s kept in the spool until S3 is back: %s", recording_id, exc)
+            with session_scope(self._engine) as session:  # off the path of a working S3
+                recording = _require(session, recording_id)
+                _set_facts(recording, facts, now)
+                session.add(recording)
             return recording
         with session_scope(self._engine) as session:
             catalog.order_with_holds(session, exclusive=False)
             recording = _require(session, recording_id)
+            _set_facts(recording, facts, now)
             # A hold placed (or a purpose withdrawn) while the object went up is in the
             # catalog by now: the object says the same before the recording counts as
             # stored, and a hold placed after this sees it stored and tags it itself.
@@ -418,6 +440,13 @@ class Vault:
             subject=recording.id,
             data={"call_id": recording.call_id, "reason": reason, "key_destroyed": True},
         )
+
+
+def _set_facts(recording: Recording, facts: Mapping[str, object] | None, now: datetime) -> None:
+    """What the writer learnt while writing: sizes, hashes, duration, end."""
+    for name, value in (facts or {}).items():
+        setattr(recording, name, value)
+    recording.updated_at = now
 
 
 def _require(session: Session, recording_id: str) -> Recording:
