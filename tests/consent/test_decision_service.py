@@ -19,7 +19,7 @@ from consent.reader import ConsentReader
 from storage.audit import AuditEvent
 from storage.db import create_db_engine
 from storage.group_commit import GroupCommit
-from tests.consent.test_reader import AUDIT, CALLEE, CALLER, PHONE_KEY, _client, _grant
+from tests.consent.ledger_helpers import AUDIT, CALLEE, CALLER, PHONE_KEY, add_client, add_grant
 
 
 def _call(call_id: str, channel: str = "siprec") -> CallRequest:
@@ -45,8 +45,8 @@ def service(engine: Engine, now: datetime) -> Iterator[DecisionService]:
 def test_a_live_source_gets_a_persisted_audited_decision(
     engine: Engine, now: datetime, service: DecisionService
 ) -> None:
-    _client(engine, now)
-    grant_id = _grant(engine, now)
+    add_client(engine, now)
+    grant_id = add_grant(engine, now)
     answer = asyncio.run(
         service.decide(client_id="acme", call=_call("c1"), actor="siprec:10.0.0.1", now=now)
     )
@@ -63,8 +63,8 @@ def test_a_live_source_gets_a_persisted_audited_decision(
 def test_call_setups_at_the_same_moment_each_get_their_own_answer(
     engine: Engine, now: datetime, service: DecisionService
 ) -> None:
-    _client(engine, now)
-    _grant(engine, now, scope={"channels": ["whip"]})
+    add_client(engine, now)
+    add_grant(engine, now, scope={"channels": ["whip"]})
 
     async def many() -> list[tuple[str, str]]:
         answers = await asyncio.gather(
@@ -84,8 +84,8 @@ def test_call_setups_at_the_same_moment_each_get_their_own_answer(
 def test_decide_alone_answers_the_same(
     engine: Engine, now: datetime, service: DecisionService
 ) -> None:
-    _client(engine, now)
-    _grant(engine, now)
+    add_client(engine, now)
+    add_grant(engine, now)
     answer = service.decide_alone(client_id="acme", call=_call("c1"), actor="t", now=now)
     assert (answer.record, answer.reason) == (True, "recorded")
     again = service.decide_alone(client_id="acme", call=_call("c1"), actor="t", now=now)

@@ -16,56 +16,24 @@ from consent.api_calls import decide_call
 from consent.api_context import ApiContext
 from consent.apikeys import Role
 from consent.calls import CallRequest
-from consent.clients import ClientCreate, create_client, offboard_client
+from consent.clients import offboard_client
 from consent.errors import Unauthenticated
 from consent.objections import add_objection
-from consent.phones import hash_phone
 from consent.reader import CallSnapshot, ConsentReader
 from consent.registry import RetentionOverride
 from storage.audit import AuditLog
 from storage.db import connection_scope, session_scope
 from storage.keyring import Keyring
-
-AUDIT_KEY = b"a" * 32  # one chain, one anchor key: every replica below shares it
-AUDIT = AuditLog(AUDIT_KEY)
-PHONE_KEY = b"p" * 32
-CALLER, CALLEE = "+212612345678", "+212522000000"
-PARTIES = (hash_phone(PHONE_KEY, CALLER), hash_phone(PHONE_KEY, CALLEE))
-
-
-def _client(engine: Engine, now: datetime, client_id: str = "acme") -> None:
-    with session_scope(engine) as session:
-        data = ClientCreate(id=client_id, name=client_id.title(), country="MA")
-        create_client(session, data=data, actor="t", audit=AUDIT, now=now)
-
-
-def _grant(engine: Engine, now: datetime, client_id: str = "acme", **changes: Any) -> str:
-    fields: dict[str, Any] = {"purposes": ["research"], "notice": "contract"}
-    request = ledger.GrantRequest(granted_by="DPO", evidence="contract", **(fields | changes))
-    with session_scope(engine) as session:
-        event = ledger.grant(
-            session,
-            client_id=client_id,
-            request=request,
-            known_purposes=["research", "improvement", "optimization"],
-            actor="t",
-            audit=AUDIT,
-            now=now,
-        )
-        return event.grant_id
-
-
-def _revoke(engine: Engine, now: datetime, grant_id: str) -> None:
-    with session_scope(engine) as session:
-        ledger.revoke(
-            session,
-            client_id="acme",
-            grant_id=grant_id,
-            request=ledger.RevokeRequest(reason="ended"),
-            actor="t",
-            audit=AUDIT,
-            now=now,
-        )
+from tests.consent.ledger_helpers import (
+    AUDIT,
+    AUDIT_KEY,
+    CALLEE,
+    CALLER,
+    PARTIES,
+    add_client,
+    add_grant,
+    revoke_grant,
+)
 
 
 def _read(engine: Engine, reader: ConsentReader, client_id: str = "acme") -> CallSnapshot:
@@ -92,7 +60,7 @@ def test_unknown_client(engine: Engine) -> None:
 
 
 def test_snapshot_of_status_retention_and_objections(engine: Engine, now: datetime) -> None:
-    _client(engine, now)
+    add_client(engine, now)
     with session_scope(engine) as session:
         session.add(
             RetentionOverride(client_id="acme", purpose="research", days=10, updated_at=now)
@@ -115,7 +83,7 @@ def test_snapshot_of_status_retention_and_objections(engine: Engine, now: dateti
 def test_changes_to_the_client_are_seen_at_once(engine: Engine, now: datetime) -> None:
     """Status, retention and objections are read on every call, never cached."""
     reader = ConsentReader()
-    _client(engine, now)
+    add_client(engine, now)
     assert _read(engine, reader).consent is not None
     with session_scope(engine) as session:
         session.add(RetentionOverride(client_id="acme", purpose="research", days=7, updated_at=now))
@@ -139,23 +107,23 @@ def test_changes_to_the_client_are_seen_at_once(engine: Engine, now: datetime) -
 
 def test_a_new_grant_is_seen_at_once(engine: Engine, now: datetime) -> None:
     reader = ConsentReader()
-    _client(engine, now)
-    first = _grant(engine, now)
+    add_client(engine, now)
+    first = add_grant(engine, now)
     consent = _read(engine, reader).consent
     assert consent is not None and [g.id for g in consent.grants] == [first]
-    second = _grant(engine, now, purposes=["improvement"])
+    second = add_grant(engine, now, purposes=["improvement"])
     consent = _read(engine, reader).consent
     assert consent is not None and {g.id for g in consent.grants} == {first, second}
 
 
 def test_a_revocation_by_another_replica_is_seen_at_once(engine: Engine, now: datetime) -> None:
     here, there = ConsentReader(), ConsentReader()
-    _client(engine, now)
-    grant_id = _grant(engine, now)
+    add_client(engine, now)
+    grant_id = add_grant(engine, now)
     for reader in (here, there):
         consent = _read(engine, reader).consent
         assert consent is not None and consent.grants[0].revoked_at is None
-    _revoke(engine, now + timedelta(seconds=1), grant_id)  # as any replica would
+    revoke_grant(engine, now + timedelta(seconds=1), grant_id)  # as any replica would
     for reader in (here, there):
         consent = _read(engine, reader).consent
         assert consent is not None
@@ -166,14 +134,14 @@ def test_the_ledger_is_read_again_only_when_its_head_moves(
     engine: Engine, now: datetime, ledger_reads: list[str]
 ) -> None:
     reader = ConsentReader()
-    _client(engine, now)
+    add_client(engine, now)
     _read(engine, reader)
     assert ledger_reads == []  # no event yet: nothing to read
-    grant_id = _grant(engine, now)
+    grant_id = add_grant(engine, now)
     for _ in range(3):
         _read(engine, reader)
     assert ledger_reads == ["acme"]
-    _revoke(engine, now, grant_id)
+    revoke_grant(engine, now, grant_id)
     _read(engine, reader)
     _read(engine, reader)
     assert ledger_reads == ["acme", "acme"]
@@ -184,13 +152,13 @@ def test_a_rewritten_ledger_at_the_same_version_is_read_again(
 ) -> None:
     """A database restored from a backup and written to again can reuse a version."""
     reader = ConsentReader()
-    _client(engine, now)
-    _grant(engine, now, purposes=["research"])
+    add_client(engine, now)
+    add_grant(engine, now, purposes=["research"])
     consent = _read(engine, reader).consent
     assert consent is not None and consent.grants[0].purposes == {"research"}
     with engine.begin() as connection:
         connection.execute(sa.text("DELETE FROM consent_events"))
-    _grant(engine, now, purposes=["improvement"])  # version 1 again, another event
+    add_grant(engine, now, purposes=["improvement"])  # version 1 again, another event
     consent = _read(engine, reader).consent
     assert consent is not None and consent.grants[0].purposes == {"improvement"}
 
@@ -198,8 +166,8 @@ def test_a_rewritten_ledger_at_the_same_version_is_read_again(
 def test_the_cache_is_bounded(engine: Engine, now: datetime, ledger_reads: list[str]) -> None:
     reader = ConsentReader(max_clients=2)
     for client_id in ("a", "b", "c"):
-        _client(engine, now, client_id)
-        _grant(engine, now, client_id)
+        add_client(engine, now, client_id)
+        add_grant(engine, now, client_id)
     for client_id in ("a", "b", "c", "c", "a"):
         _read(engine, reader, client_id)
     assert ledger_reads == ["a", "b", "c", "a"]  # "a" went to make room for "c"
@@ -229,8 +197,8 @@ def _call(call_id: str) -> CallRequest:
 def test_replicas_stop_recording_at_once_after_a_revocation(engine: Engine, now: datetime) -> None:
     keyring = Keyring(secrets.token_bytes(32))
     one, two = _replica(engine, keyring, now), _replica(engine, keyring, now)
-    _client(engine, now)
-    grant_id = _grant(engine, now)
+    add_client(engine, now)
+    grant_id = add_grant(engine, now)
     with session_scope(engine) as session:
         key = apikeys.issue_key(
             session,
@@ -243,7 +211,7 @@ def test_replicas_stop_recording_at_once_after_a_revocation(engine: Engine, now:
         ).key
     assert decide_call(one, _call("c1"), key).record
     assert decide_call(two, _call("c2"), key).record
-    _revoke(engine, now, grant_id)
+    revoke_grant(engine, now, grant_id)
     for number, replica in enumerate((one, two), start=3):
         answer = decide_call(replica, _call(f"c{number}"), key)
         assert (answer.record, answer.reason) == (False, "consent_revoked")
@@ -252,8 +220,8 @@ def test_replicas_stop_recording_at_once_after_a_revocation(engine: Engine, now:
 def test_a_revoked_api_key_stops_working_at_once(engine: Engine, now: datetime) -> None:
     """API keys are checked against the database on every call: no cache, no delay."""
     context = _replica(engine, Keyring(secrets.token_bytes(32)), now)
-    _client(engine, now)
-    _grant(engine, now)
+    add_client(engine, now)
+    add_grant(engine, now)
     with session_scope(engine) as session:
         issued = apikeys.issue_key(
             session,
@@ -273,8 +241,8 @@ def test_a_revoked_api_key_stops_working_at_once(engine: Engine, now: datetime) 
 
 def test_asking_again_returns_the_first_decision(engine: Engine, now: datetime) -> None:
     context = _replica(engine, Keyring(secrets.token_bytes(32)), now)
-    _client(engine, now)
-    grant_id = _grant(engine, now)
+    add_client(engine, now)
+    grant_id = add_grant(engine, now)
     with session_scope(engine) as session:
         key = apikeys.issue_key(
             session,
@@ -288,7 +256,7 @@ def test_asking_again_returns_the_first_decision(engine: Engine, now: datetime) 
     first = decide_call(context, _call("c1"), key)
     assert decide_call(context, _call("c1"), key) == first
     # A revocation reaches a call decided before it and not yet captured.
-    _revoke(engine, now, grant_id)
+    revoke_grant(engine, now, grant_id)
     again = decide_call(context, _call("c1"), key)
     assert (again.decision_id, again.record, again.reason) == (
         first.decision_id,
