@@ -41,12 +41,19 @@ class SpoolWriter:
     """
 
     def __init__(
-        self, recording_id: str, path: Path, key: bytes, upload: PartUploader | None = None
+        self,
+        recording_id: str,
+        path: Path,
+        key: bytes,
+        upload: PartUploader | None = None,
+        *,
+        file: BinaryIO | None = None,
     ) -> None:
         self.recording_id = recording_id
         self.path = path
         self.upload = upload
-        self._file: BinaryIO = _create_locked(path)  # closed by release/close
+        # ``file``: the spool as ``create_spool`` opened it, if that came first.
+        self._file: BinaryIO = create_spool(path) if file is None else file
         self._encryptor = crypto.StreamEncryptor(key, aad=recording_aad(recording_id))
         # The audio as it will be served: a download can be checked against it.
         self._audio_sha256 = hashlib.sha256()
@@ -100,8 +107,8 @@ class SpoolWriter:
         self.release()
 
 
-def _create_locked(path: Path) -> BinaryIO:
-    """Create a spool file that is locked before any recovery can list it."""
+def create_spool(path: Path) -> BinaryIO:
+    """Create a spool file, locked before any recovery can list it; closing unlocks it."""
     directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(directory, fcntl.LOCK_SH)  # recovery lists under LOCK_EX

@@ -43,6 +43,7 @@ from storage.spool import (
     SEALED_SUFFIX,
     SpoolWriter,
     claim_spool,
+    create_spool,
     fsync_spool,
     ownerless_spools,
     recording_aad,
@@ -122,6 +123,38 @@ class Vault:
             created_at=now,
             ext=draft.container,
         )
+        path = self._spool_dir / f"{recording_id}{PART_SUFFIX}"
+        # The spool exists, locked, before the catalog knows the recording: a crash at
+        # any later point leaves a spool for recovery, so a catalogued recording always
+        # ends stored or failed with its reason, never "recording" for good.
+        spool = create_spool(path)
+        try:
+            key, held = self._catalog_new(draft, recording_id, key_name, now=now, is_held=is_held)
+        except BaseException:
+            path.unlink(missing_ok=True)  # before its lock goes: no recovery sees it
+            spool.close()
+            raise
+        upload = PartUploader(
+            self._store,
+            key_name,
+            path=path,
+            tags=catalog.object_tags(draft.client_id, draft.purposes, legal_hold=held),
+            part_size=self._part_size,
+            concurrency=self._concurrency,
+            buffers=self._buffers,
+        )
+        return SpoolWriter(recording_id, path, key, upload, file=spool)
+
+    def _catalog_new(
+        self,
+        draft: RecordingDraft,
+        recording_id: str,
+        key_name: str,
+        *,
+        now: datetime,
+        is_held: Callable[[Session], bool] | None,
+    ) -> tuple[bytes, bool]:
+        """Add the recording in state ``recording``; return its data key and hold flag."""
         try:
             with session_scope(self._engine) as session:
                 catalog.order_with_holds(session, exclusive=False)
@@ -153,17 +186,7 @@ class Vault:
             raise RecordingExists(
                 f"call {draft.call_id} already has a recording", code="recording_exists"
             ) from None
-        path = self._spool_dir / f"{recording_id}{PART_SUFFIX}"
-        upload = PartUploader(
-            self._store,
-            key_name,
-            path=path,
-            tags=catalog.object_tags(draft.client_id, draft.purposes, legal_hold=held),
-            part_size=self._part_size,
-            concurrency=self._concurrency,
-            buffers=self._buffers,
-        )
-        return SpoolWriter(recording_id, path, key, upload)
+        return key, held
 
     def finish(
         self,

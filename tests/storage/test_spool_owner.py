@@ -9,12 +9,14 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -240,3 +242,34 @@ def test_a_spool_left_after_the_catalog_said_stored_is_only_removed(
     assert [v.version_id for v in object_store.list_versions(recording.object_key)] == [
         recording.version_id
     ]
+
+
+def test_a_catalogued_recording_always_has_its_spool(
+    engine: Engine, object_store: ObjectStore, now: datetime, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    vault = _vault(engine, object_store, spool)
+    at_commit: list[list[tuple[str, bool]]] = []
+
+    def look(connection: object) -> None:  # a crash here must leave a spool to recover
+        at_commit.append([(p.suffix, p in ownerless_spools(spool)) for p in spool.iterdir()])
+
+    event.listen(engine, "commit", look)
+    try:
+        writer = vault.begin(_draft(now), now=now)
+    finally:
+        event.remove(engine, "commit", look)
+    assert at_commit and all(seen == [(".part", False)] for seen in at_commit)
+
+    def refuse(connection: object) -> None:
+        raise RuntimeError("the database went away")
+
+    event.listen(engine, "commit", refuse)
+    try:
+        with pytest.raises(RuntimeError, match="went away"):
+            vault.begin(replace(_draft(now), call_id="another-call"), now=now)
+    finally:
+        event.remove(engine, "commit", refuse)
+    assert [p.name for p in spool.iterdir()] == [writer.path.name]  # the refused one's is gone
+    vault.discard(writer, reason="test over", now=now)
+    assert list(spool.iterdir()) == []
