@@ -168,7 +168,9 @@ def set_retention(
 
 
 @router.get("/purposes", tags=["consent"])
-def list_purposes(context: Context, principal: Caller) -> dict[str, list[registry.PurposePublic]]:
+def list_purposes(
+    context: Context, principal: Annotated[Principal, Depends(allow(*Role))]
+) -> dict[str, list[registry.PurposePublic]]:
     """The purpose registry."""
     with context.read() as session:
         return {"items": [registry.to_public(p) for p in registry.purposes(session).values()]}

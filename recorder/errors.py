@@ -106,6 +106,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(sa.exc.DBAPIError)
     async def _database(_request: Request, exc: Exception) -> JSONResponse:
+        if not isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+            # A statement the database refused (a value out of range…) is our bug,
+            # not an outage: saying "unavailable" would send the caller to retry.
+            log.exception("database refused a statement")
+            return JSONResponse(error_body("internal_error", "unexpected error"), status_code=500)
         log.error("database error: %s", str(exc).splitlines()[0])
         body = error_body("database_unavailable", "the database cannot be reached")
         return JSONResponse(body, status_code=503)

@@ -18,6 +18,9 @@ router = APIRouter(prefix="/v1", tags=["audit"])
 Compliance = Annotated[Principal, Depends(allow(Role.COMPLIANCE))]
 
 
+SEQ_MAX = 2**31 - 1  # audit_events.seq is a 32-bit INTEGER
+
+
 class AuditEventList(BaseModel):
     items: list[audit_trail.AuditEventPublic]
     next: str | None
@@ -47,7 +50,9 @@ def list_audit_events(
         since=since,
         until=until,
     )
-    after = int(cursor) if cursor is not None else None
+    # Past the largest sequence number there is nothing; on PostgreSQL a larger number
+    # would not even fit the column's type.
+    after = min(int(cursor), SEQ_MAX) if cursor is not None else None
     with context.read() as session:
         items = audit_trail.list_events(session, selection, after=after, limit=limit + 1)
     more = len(items) > limit

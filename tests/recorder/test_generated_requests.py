@@ -9,6 +9,7 @@ requests every time, so a failure found here is found again.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -40,6 +42,9 @@ CHECKS = [
 ROLES = ("admin", "compliance", "client_admin", "integrator", "none")
 # Examples per operation and role: 35 operations × 5 roles × 8 is well over 1,000 requests.
 EXAMPLES = 8
+# Requests that break the schema on purpose, per operation and role: the key still
+# decides first (401, 403), and what the caller may ask gets a documented 4xx.
+NEGATIVE_EXAMPLES = 4
 CALL_HOOK_EXAMPLES = 60
 
 
@@ -105,8 +110,12 @@ def _world(client: TestClient, tmp_path: Path) -> tuple[dict[str, dict[str, str]
     return keys, seeds
 
 
-def _strategy(operation: Any, label: str, seeds: dict[str, str]) -> st.SearchStrategy[Any]:
-    generated = operation.as_strategy()
+def _strategy(
+    operation: Any, label: str, seeds: dict[str, str], mode: GenerationMode
+) -> st.SearchStrategy[Any]:
+    generated = operation.as_strategy(generation_mode=mode)
+    if mode is GenerationMode.NEGATIVE:
+        return generated
     if label == "POST /v1/calls":
         return _seeded(generated)
     names = {p.name for p in operation.path_parameters}
@@ -114,6 +123,15 @@ def _strategy(operation: Any, label: str, seeds: dict[str, str]) -> st.SearchStr
     if not known or label in UNSEEDED:
         return generated
     return st.one_of(generated, operation.as_strategy(path_parameters=known))
+
+
+def _refusal(operation: dict[str, Any], role: str) -> int | None:
+    """The status a role must get whatever it sends: 401 without a key, 403 outside x-roles."""
+    if "security" not in operation:
+        return None
+    if role == "none":
+        return 401
+    return None if role in operation["x-roles"] else 403
 
 
 @pytest.mark.timeout(900)
@@ -124,26 +142,41 @@ def test_generated_requests_get_documented_answers(client: TestClient, tmp_path:
     statuses: Counter[tuple[str, int]] = Counter()
     decisions: Counter[str] = Counter()
 
-    for result in schema.get_all_operations():
+    document = client.get("/openapi.json").json()
+    for result, mode in itertools.product(schema.get_all_operations(), GenerationMode):
         operation = result.ok()
         label = f"{operation.method.upper()} {operation.path}"
         hook = label == "POST /v1/calls"
+        if mode is GenerationMode.NEGATIVE and not (operation.body or operation.path_parameters):
+            continue  # nothing in it to get wrong
+        documented = document["paths"][operation.path][operation.method.lower()]
         for role in ROLES:
-            headers = keys[role]
+            headers, refusal = keys[role], _refusal(documented, role)
+            examples = NEGATIVE_EXAMPLES if mode is GenerationMode.NEGATIVE else EXAMPLES
 
             @settings(
-                max_examples=CALL_HOOK_EXAMPLES if hook else EXAMPLES,
+                max_examples=CALL_HOOK_EXAMPLES if hook and mode.is_positive else examples,
                 derandomize=True,
                 database=None,
                 deadline=None,
                 phases=[Phase.explicit, Phase.generate],
                 suppress_health_check=list(HealthCheck),
             )
-            @given(case=_strategy(operation, label, seeds))
+            @given(case=_strategy(operation, label, seeds, mode))
             def send(case: Any) -> None:
-                response = case.call(headers=headers)  # noqa: B023 (run before the loop moves)
-                sent[role] += 1  # noqa: B023
+                # Names from the loop are read before it moves on: send() runs right here.
+                if not headers and case.headers:  # noqa: B023
+                    # No key means none: drop what was generated for the bearer scheme.
+                    case.headers = {
+                        k: v for k, v in case.headers.items() if k.lower() != "authorization"
+                    }
+                response = case.call(headers=headers)  # noqa: B023
+                sent[f"{role} {mode.value}"] += 1  # noqa: B023
                 statuses[(label, response.status_code)] += 1  # noqa: B023
+                # Negative cases may break the key too: judge by the key actually sent.
+                sent_key = response.request.headers.get("Authorization")
+                if refusal is not None and sent_key == headers.get("Authorization"):  # noqa: B023
+                    assert response.status_code == refusal, (role, label, response.text)  # noqa: B023
                 if hook and response.status_code == 200:  # noqa: B023
                     decisions[response.json()["reason"]] += 1
                 case.validate_response(response, checks=CHECKS, headers=headers)  # noqa: B023
