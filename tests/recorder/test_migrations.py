@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.engine import Engine
@@ -10,6 +14,8 @@ from sqlmodel import SQLModel
 import consent.models
 import retention.models
 import storage.models
+from storage.db import create_db_engine, migrate
+from storage.errors import StorageError
 
 
 def test_migrations_match_the_models(engine: Engine) -> None:
@@ -29,3 +35,28 @@ def test_reference_data_is_seeded(engine: Engine) -> None:
         book = registry.rule_book(session)
         assert book.rule_for(["MA"])[0] == "all_party"
         assert book.rule_for(["US-NY"])[0] == "one_party"
+
+
+def test_one_recording_per_call_is_not_forced_on_existing_duplicates(tmp_path: Path) -> None:
+    """Two stored recordings of one call are a person's to sort out: the migration says which."""
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    try:
+        migrate(engine, "0005")
+        with engine.begin() as connection:
+            for rid, state in (("rec_a", "stored"), ("rec_b", "stored"), ("rec_c", "failed")):
+                connection.execute(
+                    sa.text(
+                        "INSERT INTO recordings (id, client_id, call_id, channel, codec, "
+                        "container, channels, object_key, state, legal_hold, purpose_names, "
+                        "created_at, updated_at) VALUES (:id, 'acme', 'c-dup', 'upload', "
+                        "'opus', 'ogg', 1, :id, :state, 0, '', :at, :at)"
+                    ),
+                    {"id": rid, "state": state, "at": "2026-11-28 12:00:00.000000"},
+                )
+        with pytest.raises(StorageError, match="acme/c-dup"):
+            migrate(engine)
+        with engine.begin() as connection:  # a person set the extra one aside
+            connection.execute(sa.text("UPDATE recordings SET state='failed' WHERE id='rec_b'"))
+        migrate(engine)
+    finally:
+        engine.dispose()

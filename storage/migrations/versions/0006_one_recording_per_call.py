@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from storage.errors import StorageError
+
 revision: str = "0006"
 down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
@@ -31,9 +33,9 @@ def upgrade() -> None:
     found = [f"{client}/{call}" for client, call in duplicates]
     if found:
         # Each is a real recording: which to keep is a person's decision, not ours.
-        raise RuntimeError(
-            "calls with more than one recording (purge the extra ones, then migrate again): "
-            + ", ".join(found[:20])
+        raise StorageError(
+            "calls with more than one recording (keep one per call: mark the others' "
+            "catalog rows failed, or remove them, then migrate again): " + ", ".join(found[:20])
         )
     op.create_index(
         "uq_recordings_one_per_call",
