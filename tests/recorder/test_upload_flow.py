@@ -10,6 +10,8 @@ from sqlmodel import Session, select
 from recorder import audio
 from storage.audit import AuditEvent, AuditLog
 from storage.backend import StorageBackend
+from storage.catalog import Recording
+from storage.db import session_scope
 from tests.recorder.conftest import ADMIN, call_body, make_tenant, tone_wav
 
 
@@ -94,3 +96,30 @@ def test_upload_refused_without_consent(client: TestClient, tmp_path: Path) -> N
     )
     assert response.status_code == 409
     assert response.json()["error"] == "recording_not_allowed"
+
+
+def test_a_tampered_object_fails_before_a_byte_of_audio_is_served(
+    client: TestClient, backend: StorageBackend, tmp_path: Path
+) -> None:
+    """Streaming is no excuse: the whole object is authenticated before the answer starts."""
+    tenant = make_tenant(client)
+    client.post("/v1/calls", json=call_body(), headers=tenant.integrator)
+    wav = tone_wav(tmp_path / "call.wav", seconds=2.0)
+    recording = client.put(
+        "/v1/calls/call-1/recording",
+        content=wav.read_bytes(),
+        headers={**tenant.integrator, "Content-Type": "audio/wav"},
+    ).json()
+    key = f"acme/2026/11/28/{recording['id']}.ogg"
+    stored = b"".join(backend.store.get_stream(key))
+    for tampered in (stored[:-1], stored[:-20] + bytes(20)):  # cut tail, then a forged one
+        version = backend.store.put_bytes(key, tampered, tags={}).version_id
+        with session_scope(backend.engine) as session:
+            row = session.get(Recording, recording["id"])
+            assert row is not None
+            row.version_id = version
+            session.add(row)
+        answer = client.get(f"/v1/recordings/{recording['id']}/audio", headers=ADMIN)
+        assert answer.status_code == 500
+        assert answer.json()["error"] == "integrity_error"
+        assert b"OggS" not in answer.content
