@@ -143,40 +143,24 @@ def _describe_operation(
     method: str,
     roles_of: Callable[[Dependant], Iterable[str]],
 ) -> None:
-    path = route.path_format or ""
     tree = list(walk(route.dependant))
     keyed = any(p.alias.lower() == "authorization" for d in tree for p in d.header_params)
-    path_or_query = any(d.path_params or d.query_params for d in tree)
-    json_body = any(d.body_params for d in tree)
-    statuses: set[int] = set()
-    if keyed:
+    if keyed:  # the scheme says it; the header is no parameter to fill in
         operation["security"] = [{BEARER: []}]
-        operation["parameters"] = [
+        params = [
             p
             for p in operation.get("parameters", [])
             if not (p["in"] == "header" and p["name"].lower() == "authorization")
-        ] or None
-        if operation["parameters"] is None:
-            del operation["parameters"]
-        statuses |= {401, 403}
+        ]
+        if params:
+            operation["parameters"] = params
+        else:
+            operation.pop("parameters", None)
         roles = sorted(roles_of(route.dependant))
         if roles:
             operation["x-roles"] = roles
             operation["description"] = _with_roles(operation.get("description"), roles)
-    body = operation.get("requestBody", {}).get("content", {})
-    raw_body = bool(body) and not json_body
-    if path_or_query or body:
-        statuses |= {404, 422}
-    if json_body:
-        statuses.add(400)
-    if raw_body:
-        statuses |= {413, 415}
-    if method in _WRITES and path.startswith("/v1/"):
-        statuses.add(409)
-    if path.startswith("/v1/"):
-        statuses.add(503)
-    declared = {int(code) for code in route.responses if str(code).isdigit()}
-    statuses |= {code for code in declared if code >= 400}
+    statuses = _statuses(route, operation, method, tree, keyed)
     responses: dict[str, Any] = operation.setdefault("responses", {})
     if 422 not in statuses:  # FastAPI adds one for any parameter, the key's header too
         responses.pop("422", None)
@@ -192,6 +176,32 @@ def _describe_operation(
         for media in entry.get("content", {}).values():
             if not media:  # a media type declared with no schema is raw bytes
                 media["schema"] = {"type": "string", "format": "binary"}
+
+
+def _statuses(
+    route: RouteContext,
+    operation: dict[str, Any],
+    method: str,
+    tree: list[Dependant],
+    keyed: bool,
+) -> set[int]:
+    """The error statuses a route can answer, from what it takes (module docstring)."""
+    api = (route.path_format or "").startswith("/v1/")
+    json_body = any(d.body_params for d in tree)
+    body = operation.get("requestBody", {}).get("content", {})
+    statuses = {401, 403} if keyed else set()
+    if body or any(d.path_params or d.query_params for d in tree):
+        statuses |= {404, 422}
+    if json_body:
+        statuses.add(400)
+    elif body:  # a raw body, read by the route itself
+        statuses |= {413, 415}
+    if api and method in _WRITES:
+        statuses.add(409)
+    if api:
+        statuses.add(503)
+    declared = {int(code) for code in route.responses if str(code).isdigit()}
+    return statuses | {code for code in declared if code >= 400}
 
 
 def walk(dependant: Dependant) -> Iterator[Dependant]:
