@@ -57,11 +57,11 @@ _KEY_BY_ID = sa.select(
 
 
 class ApiKeyPublic(SQLModel):
-    id: str
-    role: Role
-    client_id: str | None
-    created_at: datetime
-    revoked_at: datetime | None
+    id: str = Field(description="The key's id (not a secret)")
+    role: Role = Field(description="What the key may do")
+    client_id: str | None = Field(description="The client it is bound to (none: staff)")
+    created_at: datetime = Field(description="When it was issued")
+    revoked_at: datetime | None = Field(description="When it was revoked")
 
 
 class IssuedKey(ApiKeyPublic):

@@ -56,10 +56,10 @@ class Client(ClientBase, table=True):
 
 
 class ClientPublic(ClientBase):
-    id: str
-    status: ClientStatus
-    created_at: datetime
-    offboarded_at: datetime | None
+    id: str = Field(description="The client's slug")
+    status: ClientStatus = Field(description="`active` or `offboarded`")
+    created_at: datetime = Field(description="When it was created")
+    offboarded_at: datetime | None = Field(description="When it was offboarded")
 
 
 def create_client(

@@ -138,21 +138,38 @@ class RevokeRequest(BaseModel):
 
 
 class GrantPublic(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     id: str
+    """The grant's id."""
     client_id: str
+    """The client that granted it."""
     version: int
+    """The ledger version that created it."""
     purposes: list[str]
+    """Purposes recordings may serve."""
     notice: Notice
+    """How callers learn of the recording."""
     notice_version: str | None
+    """Version of the notice."""
     notice_sha256: str | None
+    """SHA-256 of the notice text or audio."""
     scope: Scope
+    """The calls covered."""
     valid_from: datetime
+    """Start of validity."""
     valid_until: datetime | None
+    """End of validity (none: until revoked)."""
     granted_by: str | None
+    """Who granted it."""
     evidence: str | None
+    """The document reference or hash proving it."""
     revoked_at: datetime | None
+    """When it was revoked."""
     revoked_version: int | None
+    """The ledger version that revoked it."""
     status: str
+    """`active`, `pending` (not yet valid), `expired` or `revoked`, now."""
 
 
 def _next_version(session: Session, client_id: str) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from sqlmodel import Session
 
 from consent import apikeys, clients, ledger, registry
@@ -21,9 +21,14 @@ from storage.keyring import Keyring
 
 
 class LedgerPublic(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     client_id: str
+    """The client."""
     grants: list[ledger.GrantPublic]
+    """Every grant, with its status now."""
     events: list[dict[str, Any]]
+    """Every grant and revocation event, oldest first."""
 
 
 def _client(row: clients.Client) -> ClientPublic:

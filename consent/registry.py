@@ -36,13 +36,13 @@ _PURPOSES: sa.Table = Purpose.__table__  # type: ignore[attr-defined]
 
 
 class PurposePublic(SQLModel):
-    name: str
-    description: str
-    legal_basis: str
-    regulator_reference: str | None
-    default_retention_days: int
-    max_retention_days: int
-    storage_countries: list[str]
+    name: str = Field(description="The purpose's name, used in grants and calls")
+    description: str = Field(description="What recordings kept for it are used for")
+    legal_basis: str = Field(description="The legal basis of the processing")
+    regulator_reference: str | None = Field(description="The regulator's reference, if any")
+    default_retention_days: int = Field(description="Days a recording keeps it by default")
+    max_retention_days: int = Field(description="The most days a client may set")
+    storage_countries: list[str] = Field(description="Countries its recordings may be stored in")
 
 
 class JurisdictionRuleRow(SQLModel, table=True):

@@ -82,8 +82,12 @@ class RecordingPublic(BaseModel):
 
 
 class RecordingList(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     items: list[RecordingPublic]
+    """This page's items."""
     next: str | None
+    """The cursor of the next page (none: this is the last)."""
 
 
 def to_public(session: Session, recording: Recording) -> RecordingPublic:

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from consent import clients, ledger
 from consent.api_auth import allow, allow_client
@@ -59,8 +59,12 @@ def place_hold(
 
 
 class HoldList(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     items: list[holds.HoldPublic]
+    """This page's items."""
     next: str | None
+    """The cursor of the next page (none: this is the last)."""
 
 
 @router.get("/legal-holds")

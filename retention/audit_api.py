@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from consent.api_auth import allow
 from consent.api_context import Context
@@ -22,8 +22,12 @@ SEQ_MAX = 2**31 - 1  # audit_events.seq is a 32-bit INTEGER
 
 
 class AuditEventList(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     items: list[audit_trail.AuditEventPublic]
+    """This page's items."""
     next: str | None
+    """The cursor of the next page (none: this is the last)."""
 
 
 @router.get("/audit")

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from sqlmodel import Session, col, select
 
 from consent.decisions import CallDecision
@@ -25,22 +25,39 @@ from storage.catalog import Recording
 
 
 class AuditEventPublic(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     seq: int
+    """Its place in the chain."""
     at: datetime
+    """When it happened."""
     kind: str
+    """What happened (`recording.stored`, `consent.granted`…)."""
     actor: str
+    """Who caused it: `key:<key id>`, or `callrec` for callrec's own jobs."""
     client_id: str | None
+    """The client it concerns."""
     subject: str | None
+    """The id of what it is about (a recording, a decision, a hold…)."""
     data: dict[str, Any]
+    """The event's facts (never a phone number)."""
     prev_hash: str
+    """The hash of the event before it."""
     hash: str
+    """SHA-256 of `prev_hash` and this event, canonically encoded."""
 
 
 class ChainCheckPublic(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     ok: bool
+    """Whether the whole chain checks out."""
     events: int
+    """Events checked."""
     first_bad: int | None = None
+    """Sequence number of the first event that does not."""
     problem: str | None = None
+    """What is wrong there."""
 
 
 @dataclass(frozen=True)

@@ -79,18 +79,32 @@ class HoldStatus(StrEnum):
 
 
 class HoldPublic(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     id: str
+    """The case's id."""
     reason: str
+    """Why: the case."""
     created_by: str
+    """Who opened it (the key's actor)."""
     created_at: datetime
+    """When it was opened."""
     until: datetime | None
+    """Review date; the hold ends only on release."""
     status: HoldStatus
+    """`open` or `released`."""
     released_at: datetime | None
+    """When it was released."""
     released_by: str | None
+    """Who released it."""
     recording_ids: list[str]
+    """Recordings it names."""
     call_ids: list[str]
+    """Calls it names (their recordings, later ones too)."""
     client_id: str | None
+    """A client it covers whole (later recordings too)."""
     recordings_held: int
+    """Recordings it holds now."""
 
 
 def holds_covering(session: Session, recording: Recording) -> list[str]:

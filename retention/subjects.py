@@ -65,16 +65,28 @@ class SubjectRequestCreate(BaseModel):
 
 
 class SubjectRequestPublic(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     id: str
+    """The request's id."""
     client_id: str
+    """The client it was made to."""
     kind: str
+    """`access`, `erasure`, `restriction` or `objection`."""
     status: str
+    """Where it stands (`completed`, `partially_completed`…)."""
     created_at: datetime
+    """When it was made."""
     due_at: datetime
+    """When it must be answered by."""
     completed_at: datetime | None
+    """When it was done."""
     recordings: list[str]
+    """The number's recordings it concerned."""
     held: dict[str, list[str]] | None = None  # recording id → the cases holding it
+    """For an erasure: each recording kept by a legal hold, and the cases holding it."""
     export_url: str | None = None
+    """For an access request: where to download the export."""
 
 
 def recordings_of_number(session: Session, *, client_id: str, phone_hash: str) -> list[Recording]:
