@@ -2,11 +2,18 @@
 
 CallrecError
 └── RecorderError
-    └── AudioError              an upload that cannot be stored as audio
-        ├── UnsupportedAudio    a content type callrec does not take (415)
-        ├── InvalidAudio        not the format it claims, or not decodable (422)
-        └── AudioTooLong        longer than the uploads' duration limit (413)
+    ├── AudioError              an upload that cannot be stored as audio
+    │   ├── UnsupportedAudio    a content type callrec does not take (415)
+    │   ├── InvalidAudio        not the format it claims, or not decodable (422)
+    │   └── AudioTooLong        longer than the uploads' duration limit (413)
+    └── LiveCaptureError        live capture (WHIP, SIPREC)
+        ├── CaptureBusy         as many live sessions as this replica may hold (503)
+        ├── UnknownSession      no such live session here, or another tenant's (404)
+        └── NoTrickle           trickle ICE and ICE restarts are not offered (405)
 """
+
+from collections.abc import Mapping
+from typing import ClassVar
 
 from storage.errors import CallrecError
 
@@ -31,3 +38,28 @@ class InvalidAudio(AudioError):
 
 class AudioTooLong(AudioError):
     code = "upload_too_long"
+
+
+class LiveCaptureError(RecorderError):
+    """Base of live capture's errors."""
+
+    code = "live_capture_error"
+
+
+class CaptureBusy(LiveCaptureError):
+    """The replica holds as many live sessions as it may (503)."""
+
+    code = "capture_busy"
+
+
+class UnknownSession(LiveCaptureError):
+    """No live session by that id on this replica, or another tenant's (404)."""
+
+    code = "unknown_session"
+
+
+class NoTrickle(LiveCaptureError):
+    """A WHIP ``PATCH``: every candidate is in the answer, nothing to add (405)."""
+
+    code = "method_not_allowed"
+    headers: ClassVar[Mapping[str, str]] = {"Allow": "POST, DELETE, OPTIONS"}

@@ -24,8 +24,9 @@ from prometheus_client import (
 from consent import api as consent_api
 from consent.api_auth import guards_of
 from consent.api_context import ApiContext
-from recorder import call_control, recordings
+from recorder import call_control, recordings, whip
 from recorder.errors import install_error_handlers
+from recorder.live import LiveCaptures, LiveLimits
 from recorder.metrics import DomainMetrics
 from recorder.openapi import install_openapi
 from retention import api as retention_api
@@ -47,10 +48,13 @@ def create_app(
         # collector's sight, whose full passes over it held call setups up for tens of
         # milliseconds (the p99 at 500 calls/s went from ~40 ms to ~7 ms).
         gc.freeze()
+        await app.state.live.start()
         try:
             yield
         finally:
             gc.unfreeze()
+            # Live calls still running are ended and stored before the gateway goes.
+            await app.state.live.stop()
             # Commits what call setups already submitted, then stops the writer thread.
             await run_in_threadpool(app.state.api_context.close)
 
@@ -79,13 +83,27 @@ def create_app(
     app.state.scratch_dir = settings.data_dir / "tmp"
     app.state.scratch_dir.mkdir(parents=True, exist_ok=True)
     clear_leftovers(app.state.scratch_dir)  # what a crash of an older version left there
+    app.state.live = LiveCaptures(
+        vault=backend.vault,
+        engine=backend.engine,
+        clock=clock,
+        limits=LiveLimits(
+            max_sessions=settings.live_max_sessions,
+            max_duration_s=settings.live_max_duration_s,
+            media_timeout_s=settings.live_media_timeout_s,
+        ),
+    )
+    if settings.ice_addresses is not None:
+        whip.use_ice_addresses(settings.ice_addresses)
     install_error_handlers(app)
+    whip.install_cors(app)
     _install_metrics(app, backend, clock)
     app.include_router(consent_api.router)
     app.include_router(call_control.router)
     app.include_router(recordings.router)
     app.include_router(retention_api.router)
     app.include_router(audit_api.router)
+    app.include_router(whip.router)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

@@ -43,6 +43,9 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (recorder_errors.InvalidAudio, 422),
     (recorder_errors.AudioTooLong, 413),
     (recorder_errors.AudioError, 422),
+    (recorder_errors.CaptureBusy, 503),
+    (recorder_errors.UnknownSession, 404),
+    (recorder_errors.NoTrickle, 405),
     (storage_errors.ObjectNotFound, 404),
     (storage_errors.KeyDestroyed, 410),
     (storage_errors.InvalidTransition, 409),
@@ -70,7 +73,7 @@ def _answer(exc: storage_errors.CallrecError) -> JSONResponse:
     status = status_of(type(exc))
     if status >= 500:
         log.error("%s: %s", exc.code, exc)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else dict(exc.headers)
     return JSONResponse(error_body(exc.code, str(exc)), status_code=status, headers=headers)
 
 

@@ -20,6 +20,9 @@ has one base below it, and the edges (HTTP, SIP, CLI) translate them in one plac
         └── RecordingExists       the call already has a recording
 """
 
+from collections.abc import Mapping
+from typing import ClassVar
+
 
 class CallrecError(Exception):
     """Base of every error callrec raises on purpose.
@@ -29,6 +32,8 @@ class CallrecError(Exception):
     """
 
     code = "internal_error"
+    # Headers an answer to this error carries (``Allow`` on a 405, say).
+    headers: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, detail: str, *, code: str | None = None) -> None:
         super().__init__(detail)

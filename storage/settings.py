@@ -90,6 +90,27 @@ class Settings(BaseSettings):
     sip_host: str = Field("127.0.0.1", description="SIPREC listen address.")
     sip_port: int = Field(5080, ge=0, le=65535, description="SIPREC listen port.")
     log_level: str = Field("INFO", description="Python logging level.")
+    ice_addresses: list[str] | None = Field(
+        None,
+        description="Comma-separated addresses of the ICE host candidates WHIP offers; "
+        "default: the machine's addresses but loopback.",
+    )
+    live_max_sessions: int = Field(
+        200, ge=1, description="Live sessions one gateway holds at once (503 beyond)."
+    )
+    live_max_duration_s: int = Field(
+        4 * 3600, ge=60, description="Longest live capture, seconds; ended and stored then."
+    )
+    live_media_timeout_s: int = Field(
+        30, ge=1, description="Seconds without media after which a live session is ended."
+    )
+
+    @field_validator("ice_addresses", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("admin_key", "s3_secret_access_key", "master_key")
     @classmethod

@@ -1,0 +1,302 @@
+"""Live calls on this replica: capture sessions fed by a transport, written to the vault.
+
+A transport (WHIP, SIPREC) opens a ``LiveCall`` from the call's decision, hands it RTP
+payloads, and closes it. Everything else happens here, the same for every transport:
+
+- the decision is checked (it must allow recording on this transport's channel) and
+  the recording is catalogued at once, so a decision starts one live capture only:
+  the catalog refuses a second recording for the call;
+- a loop polls each session on the wall clock and appends what it made final to the
+  recording's encrypted spool, whose parts leave for S3 during the call;
+- the call's row is the truth for call control: the loop reads the rows of its live
+  calls twice a second, so caller consent, pause, resume, opt-out and end reach a
+  session within a second whichever replica took the request;
+- an ended session is stored (``Vault.finish``), a discarded one leaves nothing
+  (``Vault.discard``: spool removed, upload aborted, key destroyed, audited).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from consent.decisions import DECISIONS, CallDecision, CallerAnswer, CallState
+from consent.errors import NotFound, PermissionDenied, StateConflict
+from recorder._exceptions import CaptureBusy, UnknownSession
+from recorder.capture.codecs import Codec
+from recorder.capture.session import CaptureSession, CaptureState, EndCause
+from storage.catalog import Recording
+from storage.errors import CallrecError
+from storage.ids import new_id
+from storage.spool import SpoolWriter
+from storage.vault import RecordingDraft, Vault
+
+log = logging.getLogger(__name__)
+
+_CONTROL_COLUMNS = sa.select(
+    DECISIONS.c.id,
+    DECISIONS.c.state,
+    DECISIONS.c.record,
+    DECISIONS.c.reason,
+    DECISIONS.c.awaiting_caller_consent,
+    DECISIONS.c.caller_answer,
+)
+
+
+@dataclass(frozen=True)
+class LiveLimits:
+    max_sessions: int = 200
+    max_duration_s: float = 4 * 3600.0
+    media_timeout_s: float = 30.0
+    tick_s: float = 0.1  # how often sessions hand out what the wall clock made final
+    control_s: float = 0.5  # how often the call rows are read for call control
+
+
+@dataclass
+class LiveCall:
+    """One live call on this replica."""
+
+    id: str
+    client_id: str
+    call_id: str
+    decision_id: str
+    session: CaptureSession[Any]
+    writer: SpoolWriter
+    close_transport: Callable[[], Awaitable[None]]
+    recording: Recording | None = None
+    settling: bool = False
+    settled: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class LiveCaptures:
+    """The live calls of this replica, and the loop that writes and controls them."""
+
+    def __init__(
+        self,
+        *,
+        vault: Vault,
+        engine: Engine,
+        clock: Callable[[], datetime],
+        limits: LiveLimits | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._vault, self._engine, self._clock = vault, engine, clock
+        self.limits = limits or LiveLimits()
+        self._monotonic = monotonic
+        self._calls: dict[str, LiveCall] = {}
+        self._loop_task: asyncio.Task[None] | None = None
+        self.ended: dict[str, int] = {}  # sessions ended or discarded, by cause
+
+    @property
+    def active(self) -> int:
+        return len(self._calls)
+
+    def get(self, live_id: str, *, client_id: str | None) -> LiveCall:
+        """A live call by id; another tenant's is as unknown as a missing one."""
+        call = self._calls.get(live_id)
+        if call is None or (client_id is not None and call.client_id != client_id):
+            raise UnknownSession(f"no live session {live_id}")
+        return call
+
+    def decision_for(self, decision_id: str, *, client_id: str, channel: str) -> CallDecision:
+        """The decision a live capture starts from, if it allows one on ``channel``."""
+        with Session(self._engine) as session:
+            decision = session.get(CallDecision, decision_id)
+        if decision is None or decision.client_id != client_id:
+            raise NotFound(f"no decision {decision_id}", code="unknown_decision")
+        if decision.channel != channel:
+            raise StateConflict(
+                f"decision {decision_id} is for the {decision.channel} channel, not {channel}",
+                code="wrong_channel",
+            )
+        if not (decision.record or decision.awaiting_caller_consent):
+            raise PermissionDenied(
+                f"call {decision.call_id} may not be recorded ({decision.reason})",
+                code=decision.reason,
+            )
+        if decision.state not in (CallState.OPEN, CallState.PAUSED):
+            raise StateConflict(f"call {decision.call_id} is {decision.state}", code="call_state")
+        return decision
+
+    async def open(
+        self,
+        decision: CallDecision,
+        *,
+        codec: Codec[Any],
+        channels: int,
+        close_transport: Callable[[], Awaitable[None]],
+        prefix: str,
+    ) -> LiveCall:
+        """Catalogue the recording and start the capture session for ``decision``."""
+        if self.active >= self.limits.max_sessions:
+            raise CaptureBusy(f"this gateway already holds {self.active} live sessions")
+        now = self._clock()
+        draft = RecordingDraft(
+            client_id=decision.client_id,
+            call_id=decision.call_id,
+            decision_id=decision.id,
+            channel=decision.channel,
+            codec=codec.name,
+            container=codec.container,
+            channels=channels,
+            purposes=decision.purpose_expiries(),
+            started_at=now,
+        )
+        writer = await asyncio.to_thread(self._vault.begin, draft, now=now)
+        session: CaptureSession[Any] = CaptureSession(
+            codec,
+            channels=channels,
+            now=self._monotonic(),
+            awaiting_caller_consent=decision.awaiting_caller_consent,
+            media_timeout_s=self.limits.media_timeout_s,
+            max_duration_s=self.limits.max_duration_s,
+        )
+        if decision.state == CallState.PAUSED:
+            session.pause()
+        call = LiveCall(
+            id=new_id(prefix, now),
+            client_id=decision.client_id,
+            call_id=decision.call_id,
+            decision_id=decision.id,
+            session=session,
+            writer=writer,
+            close_transport=close_transport,
+        )
+        self._calls[call.id] = call
+        log.info(
+            "live session %s started: call %s, client %s, %d channel(s), %s",
+            call.id,
+            call.call_id,
+            call.client_id,
+            channels,
+            codec.name,
+        )
+        return call
+
+    def media(
+        self, call: LiveCall, channel: int, *, ssrc: int, timestamp: int, payload: bytes
+    ) -> None:
+        """An RTP payload from the transport."""
+        if call.session.live:
+            call.session.media(
+                channel, ssrc=ssrc, timestamp=timestamp, payload=payload, now=self._monotonic()
+            )
+
+    async def end(self, call: LiveCall, cause: EndCause = EndCause.ENDED) -> Recording | None:
+        """End a call at once (the publisher's DELETE, a BYE) and store what it captured."""
+        if call.session.live:
+            call.writer.write(call.session.end(self._monotonic(), cause))
+        await self._settle(call)
+        await call.settled.wait()  # the loop may be the one storing it
+        return call.recording
+
+    async def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._run(), name="live-captures")
+
+    async def stop(self) -> None:
+        """Store every live call (the gateway is stopping), then stop the loop."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        for call in list(self._calls.values()):
+            await self.end(call)
+
+    async def _run(self) -> None:
+        last_control = 0.0
+        while True:
+            await asyncio.sleep(self.limits.tick_s)
+            try:
+                now = self._monotonic()
+                if now - last_control >= self.limits.control_s:
+                    last_control = now
+                    await self._apply_control()
+                for call in list(self._calls.values()):
+                    if call.session.live:
+                        call.writer.write(call.session.poll(self._monotonic()))
+                    if not call.session.live:
+                        await self._settle(call)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # one bad tick must not stop every live call
+                log.exception("live capture loop")
+
+    async def _apply_control(self) -> None:
+        """Bring every session in line with its call's row."""
+        if not self._calls:
+            return
+        ids = {call.decision_id: call for call in self._calls.values()}
+        rows = await asyncio.to_thread(self._control_rows, list(ids))
+        for row in rows:
+            call = ids[row.id]
+            call.writer.write(_apply(call.session, row, now=self._monotonic()))
+
+    def _control_rows(self, decision_ids: Sequence[str]) -> list[sa.Row[Any]]:
+        with self._engine.connect() as connection:
+            query = _CONTROL_COLUMNS.where(DECISIONS.c.id.in_(decision_ids))
+            return list(connection.execute(query))
+
+    async def _settle(self, call: LiveCall) -> None:
+        """Store an ended session, or throw a discarded one away; once."""
+        if call.settling or call.session.live:
+            return
+        call.settling = True
+        session = call.session
+        cause = session.cause or EndCause.ENDED
+        self.ended[cause] = self.ended.get(cause, 0) + 1
+        try:
+            await call.close_transport()
+        except Exception:
+            log.exception("live session %s: closing its transport", call.id)
+        now = self._clock()
+        try:
+            if session.state == CaptureState.ENDED:
+                call.recording = await asyncio.to_thread(
+                    self._vault.finish, call.writer, now=now, duration_s=session.duration_s
+                )
+            else:
+                await asyncio.to_thread(
+                    self._vault.discard, call.writer, reason=cause.value.replace("_", " "), now=now
+                )
+        except CallrecError:
+            log.exception("live session %s: storing its recording", call.id)
+        finally:
+            self._calls.pop(call.id, None)  # counted as live until stored or discarded
+            call.settled.set()
+        log.info("live session %s %s (%s)", call.id, session.state, cause)
+
+
+def _apply(session: CaptureSession[Any], row: sa.Row[Any], *, now: float) -> bytes:
+    """What the call's row says, done to its live session; returns what to append."""
+    if not session.live:
+        return b""
+    if row.state == CallState.OPTED_OUT:
+        session.opt_out()
+        return b""
+    if row.state == CallState.ENDED:
+        return session.end(now)
+    if session.state == CaptureState.AWAITING_CALLER_CONSENT:
+        if row.awaiting_caller_consent:
+            return b""
+        if row.caller_answer == CallerAnswer.DECLINED:
+            session.caller_answered(accepted=False, now=now)
+        elif row.record:
+            session.caller_answered(accepted=True, now=now)
+        else:  # the grant went before the caller answered: nothing was captured
+            return session.end(now, EndCause.CONSENT_REVOKED)
+        return b""
+    if not row.record:  # consent revoked or expired since: keep what came before
+        return session.end(now, EndCause.CONSENT_REVOKED)
+    if row.state == CallState.PAUSED:
+        session.pause()
+    elif row.state == CallState.OPEN:
+        session.resume()
+    return b""

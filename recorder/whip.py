@@ -1,0 +1,244 @@
+"""WHIP (RFC 9725): a WebRTC publisher's audio recorded through aiortc.
+
+``POST /v1/whip/{decision_id}`` takes an SDP offer with the integrator's key and
+answers ``201`` with the SDP answer and the session's ``Location``; ``DELETE`` on that
+location ends the call and stores it. Each ``m=audio`` of the offer is one party, one
+channel of the recording, in the offer's order; other media are declined.
+
+Opus is kept as it arrived: RTP packets are taken from aiortc's receiver before its
+jitter buffer and decoder (``_handle_rtp_packet``, a private method: aiortc's version is
+pinned and a test fails if the tap stops seeing packets), and handed to the capture
+session, whose timelines do the jitter handling. aiortc's decoder thread then idles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Annotated, Any
+
+import aioice.ice
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
+from aiortc.rtp import RtpPacket
+from fastapi import APIRouter, Depends, FastAPI, Request, Response, status
+from pydantic import BaseModel
+
+from consent.api_auth import Integrator, tenant_of
+from consent.errors import InvalidRequest, PayloadTooLarge, UnsupportedMedia
+from recorder._exceptions import NoTrickle
+from recorder.capture.codecs import OPUS
+from recorder.live import LiveCall, LiveCaptures
+
+log = logging.getLogger(__name__)
+
+MAX_OFFER_BYTES = 64 * 1024  # an offer with eight audio sections is under 10 KiB
+MAX_CHANNELS = 8
+CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, DELETE, PATCH, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type",
+    "Access-Control-Expose-Headers": "Location",
+}
+
+router = APIRouter(prefix="/v1", tags=["whip"])
+_PREFIX = "/v1/whip/"
+
+
+def use_ice_addresses(addresses: Sequence[str]) -> None:
+    """Offer ICE host candidates on exactly these addresses (loopback included).
+
+    aioice gathers every address but 127.0.0.1 and has no setting for it, so its
+    gathering function is replaced for the process.
+    """
+    chosen = list(addresses)
+
+    def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return [a for a in chosen if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+
+    aioice.ice.get_host_addresses = host_addresses
+
+
+def get_live(request: Request) -> LiveCaptures:
+    live: LiveCaptures = request.app.state.live
+    return live
+
+
+Live = Annotated[LiveCaptures, Depends(get_live)]
+
+
+class WhipEnded(BaseModel):
+    session_id: str
+    call_id: str
+    state: str
+    recording_id: str | None
+
+
+async def _offer(request: Request) -> str:
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/sdp":
+        raise UnsupportedMedia(f"a WHIP offer is application/sdp, not {media_type or '(none)'}")
+    body = b""
+    async for piece in request.stream():
+        body += piece
+        if len(body) > MAX_OFFER_BYTES:
+            raise PayloadTooLarge(f"an SDP offer over {MAX_OFFER_BYTES} bytes")
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest("the SDP offer is not UTF-8", code="invalid_sdp") from exc
+
+
+async def _answer(pc: RTCPeerConnection, offer: str) -> int:
+    """Take the offer, receive each audio section with Opus only; the channel count."""
+    if "m=audio" not in offer:
+        raise InvalidRequest("the offer has no audio section", code="invalid_sdp")
+    try:
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+    except (ValueError, KeyError, IndexError) as exc:
+        raise InvalidRequest(f"the SDP offer cannot be used: {exc}", code="invalid_sdp") from exc
+    opus = [
+        codec
+        for codec in (RTCRtpReceiver.getCapabilities("audio") or _no_codecs()).codecs
+        if codec.mimeType.lower() == "audio/opus"
+    ]
+    channels = 0
+    for transceiver in pc.getTransceivers():
+        if transceiver.kind == "audio":
+            transceiver.setCodecPreferences(opus)
+            transceiver.direction = "recvonly"
+            channels += 1
+        else:
+            transceiver.direction = "inactive"
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise InvalidRequest(f"{channels} audio sections; 1 to {MAX_CHANNELS}", code="invalid_sdp")
+    try:
+        await pc.setLocalDescription(await pc.createAnswer())
+    except (ValueError, KeyError) as exc:  # e.g. no codec in common
+        raise InvalidRequest(f"no answer to this offer: {exc}", code="invalid_sdp") from exc
+    return channels
+
+
+def _no_codecs() -> Any:
+    raise InvalidRequest("this build of aiortc receives no audio", code="invalid_sdp")
+
+
+def _tap(live: LiveCaptures, call: LiveCall, pc: RTCPeerConnection) -> None:
+    """Hand every audio RTP packet to the capture session, in place of aiortc's decoding."""
+    audio = [t for t in pc.getTransceivers() if t.kind == "audio"]
+    for channel, transceiver in enumerate(audio):
+
+        def handle(
+            packet: RtpPacket, arrival_time_ms: int, channel: int = channel
+        ) -> Coroutine[Any, Any, None]:
+            live.media(
+                call, channel, ssrc=packet.ssrc, timestamp=packet.timestamp, payload=packet.payload
+            )
+            return _done()
+
+        transceiver.receiver._handle_rtp_packet = handle  # type: ignore[method-assign]
+
+
+async def _done() -> None:
+    return None
+
+
+@router.post(
+    "/whip/{decision_id}",
+    status_code=status.HTTP_201_CREATED,
+    response_class=Response,
+    responses={201: {"content": {"application/sdp": {}}, "description": "the SDP answer"}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/sdp": {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def publish(
+    decision_id: str, request: Request, live: Live, principal: Integrator
+) -> Response:
+    """Start recording a WebRTC call: an SDP offer in, the answer and the session out."""
+    offer = await _offer(request)
+    decision = await asyncio.to_thread(
+        live.decision_for, decision_id, client_id=tenant_of(principal), channel="whip"
+    )
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        channels = await _answer(pc, offer)
+        call = await live.open(
+            decision, codec=OPUS, channels=channels, close_transport=pc.close, prefix="whip"
+        )
+    except BaseException:
+        await pc.close()
+        raise
+    _tap(live, call, pc)
+    _end_on_failure(live, call, pc)
+    return Response(
+        pc.localDescription.sdp,
+        status_code=status.HTTP_201_CREATED,
+        media_type="application/sdp",
+        headers={"Location": f"/v1/whip/sessions/{call.id}"},
+    )
+
+
+def _end_on_failure(live: LiveCaptures, call: LiveCall, pc: RTCPeerConnection) -> None:
+    @pc.on("connectionstatechange")
+    async def changed() -> None:
+        if pc.connectionState in ("failed", "closed") and call.session.live:
+            log.info("live session %s: the peer connection is %s", call.id, pc.connectionState)
+            await live.end(call)
+
+
+@router.delete("/whip/sessions/{session_id}")
+async def stop(session_id: str, live: Live, principal: Integrator) -> WhipEnded:
+    """End the WHIP session: the call's recording is stored."""
+    call = live.get(session_id, client_id=tenant_of(principal))
+    recording = await live.end(call)
+    return WhipEnded(
+        session_id=call.id,
+        call_id=call.call_id,
+        state=call.session.state,
+        recording_id=None if recording is None else recording.id,
+    )
+
+
+@router.patch(
+    "/whip/sessions/{session_id}",
+    status_code=status.HTTP_405_METHOD_NOT_ALLOWED,
+    response_model=None,
+    responses={
+        405: {
+            "description": "Trickle ICE and ICE restarts are not offered.",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+    },
+)
+async def no_trickle(session_id: str, principal: Integrator) -> None:
+    """Not offered: every ICE candidate is in the answer, and a new session replaces a restart."""
+    raise NoTrickle(
+        "trickle ICE and ICE restarts are not offered; every candidate is in the answer"
+    )
+
+
+def install_cors(app: FastAPI) -> None:
+    """CORS on every WHIP answer, errors included, so a page on another origin can publish.
+
+    Bearer keys, not cookies, authenticate, so allowing any origin lends a page nothing
+    it does not already hold; the rest of the API stays same-origin.
+    """
+
+    @app.middleware("http")
+    async def _cors(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        if not request.url.path.startswith(_PREFIX):
+            return await call_next(request)
+        if request.method == "OPTIONS":
+            return Response(status_code=status.HTTP_204_NO_CONTENT, headers=CORS)
+        response = await call_next(request)
+        response.headers.update(CORS)
+        return response
+
+
+__all__ = ["CORS", "install_cors", "router", "use_ice_addresses"]

@@ -1,0 +1,360 @@
+"""WHIP end to end: real aiortc publishers on loopback, the gateway recording their Opus."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import io
+import math
+import time
+from array import array
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from fastapi.testclient import TestClient
+
+from recorder.app import create_app
+from storage.backend import StorageBackend
+from storage.embedded_s3 import EmbeddedS3
+from tests.recorder.capture.media import rms
+from tests.recorder.conftest import Clock, Tenant, backend_settings, call_body, make_tenant
+
+RATE = 48_000
+FRAME = 960
+SDP = {"Content-Type": "application/sdp"}
+
+
+class Tone(MediaStreamTrack):
+    """A microphone that plays a tone, paced in real time as a browser's would be."""
+
+    kind = "audio"
+
+    def __init__(self, hz: float) -> None:
+        super().__init__()
+        self._hz, self._sent, self._start = hz, 0, 0.0
+
+    async def recv(self) -> av.AudioFrame:
+        if self._sent == 0:
+            self._start = time.monotonic()
+        wait = self._start + self._sent / RATE - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        pcm = array(
+            "h",
+            (
+                int(8000 * math.sin(2 * math.pi * self._hz * (self._sent + n) / RATE))
+                for n in range(FRAME)
+            ),
+        )
+        frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME)
+        frame.planes[0].update(pcm.tobytes())
+        frame.sample_rate, frame.pts = RATE, self._sent
+        frame.time_base = fractions.Fraction(1, RATE)
+        self._sent += FRAME
+        return frame
+
+
+@pytest.fixture
+def whip_backend(
+    s3_server: EmbeddedS3, database_url: str, tmp_path: Path, now: datetime
+) -> Iterator[StorageBackend]:
+    settings = backend_settings(
+        s3_server,
+        database_url,
+        tmp_path,
+        ice_addresses=["127.0.0.1"],
+        live_media_timeout_s=2,
+        live_max_sessions=2,
+    )
+    backend = StorageBackend(settings)
+    backend.start(now=now)
+    yield backend
+    backend.stop()
+
+
+@pytest.fixture
+def client(whip_backend: StorageBackend, clock: Clock) -> Iterator[TestClient]:
+    app = create_app(whip_backend, clock=clock)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+
+
+@pytest.fixture
+def tenant(client: TestClient) -> Tenant:
+    return make_tenant(client)
+
+
+def _decide(client: TestClient, tenant: Tenant, call_id: str, **extra: Any) -> dict[str, Any]:
+    body = call_body(call_id, channel="whip", **extra)
+    response = client.post("/v1/calls", json=body, headers=tenant.integrator)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+class Publisher:
+    """A WebRTC app publishing one track per party to callrec over WHIP."""
+
+    def __init__(self, client: TestClient, headers: dict[str, str], tones: list[float]) -> None:
+        self.client, self.headers = client, headers
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        for hz in tones:
+            self.pc.addTransceiver(Tone(hz), direction="sendonly")
+        self.location = ""
+
+    async def offer(self, url: str) -> Any:
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        return await asyncio.to_thread(
+            self.client.post,
+            url,
+            content=self.pc.localDescription.sdp,
+            headers={**self.headers, **SDP},
+        )
+
+    async def publish(self, url: str) -> None:
+        response = await self.offer(url)
+        assert response.status_code == 201, response.text
+        assert response.headers["content-type"].startswith("application/sdp")
+        self.location = response.headers["location"]
+        await self.pc.setRemoteDescription(RTCSessionDescription(response.text, "answer"))
+        await _until(lambda: self.pc.connectionState == "connected", "the peer connection")
+
+    async def stop(self) -> Any:
+        response = await asyncio.to_thread(self.client.delete, self.location, headers=self.headers)
+        await self.pc.close()
+        return response
+
+
+async def _until(done: Callable[[], bool], what: str, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not done():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not come within {within} s")
+        await asyncio.sleep(0.02)
+
+
+def _run(coroutine: Callable[[], Awaitable[Any]]) -> Any:
+    return asyncio.run(coroutine())
+
+
+def _audio(client: TestClient, tenant: Tenant, recording_id: str) -> tuple[int, list[array[float]]]:
+    response = client.get(f"/v1/recordings/{recording_id}/audio", headers=tenant.client_admin)
+    assert response.status_code == 200, response.text
+    with av.open(io.BytesIO(response.content)) as container:
+        stream = container.streams.audio[0]
+        channels: list[array[float]] = [array("f") for _ in range(stream.codec_context.channels)]
+        for frame in container.decode(stream):
+            for channel, plane in zip(channels, frame.planes, strict=True):
+                channel.frombytes(bytes(plane)[: 4 * frame.samples])
+    return len(channels), channels
+
+
+def test_a_two_party_webrtc_call_is_recorded_as_it_came(client: TestClient, tenant: Tenant) -> None:
+    decision = _decide(client, tenant, "webrtc-1")
+    assert decision["whip_url"] == f"/v1/whip/{decision['decision_id']}"
+
+    async def call() -> tuple[Any, float]:
+        publisher = Publisher(client, tenant.integrator, [440, 1750])
+        await publisher.publish(decision["whip_url"])
+        started = time.monotonic()
+        await asyncio.sleep(2.0)  # the call's length: two seconds of real-time audio
+        response = await publisher.stop()
+        return response, time.monotonic() - started
+
+    ended, elapsed = _run(call)
+
+    assert ended.status_code == 200, ended.text
+    assert ended.json()["state"] == "ended"
+    recording = client.get(
+        f"/v1/recordings/{ended.json()['recording_id']}", headers=tenant.client_admin
+    ).json()
+    assert recording["state"] == "stored"
+    assert (recording["channel"], recording["codec"], recording["container"]) == (
+        "whip",
+        "opus",
+        "ogg",
+    )
+    assert recording["channels"] == 2
+    assert 1.5 <= recording["duration_s"] <= elapsed + 0.5
+    channels, decoded = _audio(client, tenant, recording["id"])
+    assert channels == 2
+    assert abs(len(decoded[0]) / RATE - recording["duration_s"]) <= 0.020
+    # The tap took real Opus from aiortc's receiver: both parties are heard.
+    middle = slice(int(0.5 * RATE), int(1.5 * RATE))
+    assert rms(decoded[0][middle]) > 0.05
+    assert rms(decoded[1][middle]) > 0.05
+
+
+def test_no_audio_before_the_caller_accepts_and_opt_out_leaves_nothing(
+    client: TestClient, whip_backend: StorageBackend
+) -> None:
+    tenant = make_tenant(client, "mabank", notice="announcement")
+    decision = _decide(client, tenant, "webrtc-ma", jurisdiction="MA")
+    assert decision["reason"] == "awaiting_caller_consent"
+
+    async def call() -> Any:
+        publisher = Publisher(client, tenant.integrator, [440])
+        await publisher.publish(decision["whip_url"])
+        await asyncio.sleep(1.0)  # the notice plays; nothing is kept
+        accepted = await asyncio.to_thread(
+            client.post,
+            "/v1/calls/webrtc-ma/caller-consent",
+            json={"accepted": True, "method": "dtmf", "notice_version": "v1"},
+            headers=tenant.integrator,
+        )
+        assert accepted.status_code == 200, accepted.text
+        await asyncio.sleep(1.5)
+        opted_out = await asyncio.to_thread(
+            client.post, "/v1/calls/webrtc-ma/opt-out", headers=tenant.integrator
+        )
+        assert opted_out.status_code == 200, opted_out.text
+        await _until(
+            lambda: client.app.state.live.active == 0,  # type: ignore[attr-defined]
+            "the opt-out reaching the live session",
+        )
+        return await publisher.stop()
+
+    ended = _run(call)
+
+    assert ended.status_code == 404  # the session is gone with what it captured
+    listed = client.get("/v1/recordings", headers=tenant.client_admin).json()["items"]
+    assert [r["state"] for r in listed] == ["failed"]
+    assert whip_backend.store.list_keys() == [] or all(
+        not key.startswith(f"{tenant.id}/") for key in whip_backend.store.list_keys()
+    )
+    events = client.get(
+        "/v1/audit", params={"kind": "recording.discarded"}, headers=_compliance(client)
+    ).json()["items"]
+    assert any(event["subject"] == listed[0]["id"] for event in events)
+
+
+def test_a_publisher_that_vanishes_is_stored_after_the_media_timeout(
+    client: TestClient, tenant: Tenant
+) -> None:
+    decision = _decide(client, tenant, "webrtc-gone")
+
+    async def call() -> None:
+        publisher = Publisher(client, tenant.integrator, [440])
+        await publisher.publish(decision["whip_url"])
+        await asyncio.sleep(1.5)
+        await publisher.pc.close()  # no DELETE: the tab was closed
+        await _until(
+            lambda: client.app.state.live.active == 0,  # type: ignore[attr-defined]
+            "the media timeout",
+        )
+
+    _run(call)
+
+    listed = client.get("/v1/recordings", headers=tenant.client_admin).json()["items"]
+    assert [r["state"] for r in listed] == ["stored"]
+    assert 1.0 <= listed[0]["duration_s"] <= 2.5  # no trailing silence of the wait
+
+
+def _compliance(client: TestClient) -> dict[str, str]:
+    from tests.recorder.conftest import ADMIN
+
+    response = client.post("/v1/api-keys", json={"role": "compliance"}, headers=ADMIN)
+    assert response.status_code == 201, response.text
+    return {"Authorization": f"Bearer {response.json()['key']}"}
+
+
+def test_refusals_say_why_and_change_nothing(client: TestClient, tenant: Tenant) -> None:
+    other = make_tenant(client, "globex")
+    refused = _decide(client, tenant, "no-purpose", purposes=["optimization"])
+    assert refused["record"] is False
+    upload = client.post("/v1/calls", json=call_body("an-upload"), headers=tenant.integrator).json()
+    allowed = _decide(client, tenant, "allowed")
+
+    async def offers() -> dict[str, Any]:
+        publisher = Publisher(client, tenant.integrator, [440])
+        foreign = Publisher(client, other.integrator, [440])
+        answers = {
+            "no consent": await publisher.offer(f"/v1/whip/{refused['decision_id']}"),
+            "upload decision": await publisher.offer(f"/v1/whip/{upload['decision_id']}"),
+            "another tenant": await foreign.offer(f"/v1/whip/{allowed['decision_id']}"),
+            "unknown": await publisher.offer("/v1/whip/dec_nope"),
+        }
+        await publisher.pc.close()
+        await foreign.pc.close()
+        return answers
+
+    answers = _run(offers)
+
+    assert answers["no consent"].status_code == 403
+    assert answers["no consent"].json()["error"] == "purpose_not_granted"
+    assert answers["upload decision"].status_code == 409
+    assert answers["upload decision"].json()["error"] == "wrong_channel"
+    assert answers["another tenant"].status_code == 404
+    assert answers["unknown"].status_code == 404
+    assert client.get("/v1/recordings", headers=tenant.client_admin).json()["items"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "error"),
+    [
+        (b"v=0\r\n", SDP, 422, "invalid_sdp"),
+        (b"not sdp at all \xff", SDP, 422, "invalid_sdp"),
+        (b"m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nbroken", SDP, 422, "invalid_sdp"),
+        (b"{}", {"Content-Type": "application/json"}, 415, "unsupported_media_type"),
+        (b"v=0\r\n" + b"a=x\r\n" * 20_000, SDP, 413, "payload_too_large"),
+    ],
+    ids=["no-audio", "not-utf8", "malformed", "json", "oversized"],
+)
+def test_bad_offers_are_refused(
+    client: TestClient,
+    tenant: Tenant,
+    body: bytes,
+    headers: dict[str, str],
+    status: int,
+    error: str,
+) -> None:
+    decision = _decide(client, tenant, "bad-offer")
+
+    response = client.post(
+        decision["whip_url"], content=body, headers={**tenant.integrator, **headers}
+    )
+
+    assert response.status_code == status, response.text
+    assert response.json()["error"] == error
+    assert client.app.state.live.active == 0  # type: ignore[attr-defined]
+
+
+def test_cors_on_every_whip_answer_and_no_trickle(client: TestClient, tenant: Tenant) -> None:
+    decision = _decide(client, tenant, "cors")
+
+    preflight = client.options(
+        decision["whip_url"],
+        headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"},
+    )
+    patch = client.patch("/v1/whip/sessions/whip_x", headers=tenant.integrator)
+    refused = client.post(decision["whip_url"], content=b"x", headers=tenant.integrator)
+
+    assert preflight.status_code == 204
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    assert "Authorization" in preflight.headers["access-control-allow-headers"]
+    assert preflight.headers["access-control-expose-headers"] == "Location"
+    assert patch.status_code == 405
+    assert patch.json()["error"] == "method_not_allowed"
+    assert "DELETE" in patch.headers["allow"]
+    # A browser reads an error only if the error carries CORS headers too.
+    assert refused.status_code == 415
+    assert refused.headers["access-control-allow-origin"] == "*"
+    # The rest of the API stays same-origin.
+    assert "access-control-allow-origin" not in client.get("/healthz").headers
+
+
+def test_sessions_beyond_the_limit_get_503(client: TestClient, tenant: Tenant) -> None:
+    decisions = [_decide(client, tenant, f"busy-{i}") for i in range(3)]
+
+    async def calls() -> list[int]:
+        publishers = [Publisher(client, tenant.integrator, [440]) for _ in decisions]
+        answers = [await p.offer(d["whip_url"]) for p, d in zip(publishers, decisions, strict=True)]
+        for p in publishers:
+            await p.pc.close()
+        return [a.status_code for a in answers]
+
+    assert _run(calls) == [201, 201, 503]
