@@ -263,9 +263,8 @@ class LiveCaptures:
                     self._vault.finish, call.writer, now=now, duration_s=session.duration_s
                 )
             else:
-                await asyncio.to_thread(
-                    self._vault.discard, call.writer, reason=cause.value.replace("_", " "), now=now
-                )
+                reason = cause.value if session.heard else "no media arrived"
+                await asyncio.to_thread(self._vault.discard, call.writer, reason=reason, now=now)
         except CallrecError:
             log.exception("live session %s: storing its recording", call.id)
         finally:

@@ -66,6 +66,7 @@ class CaptureSession(Generic[T]):
     cause: EndCause | None = field(init=False, default=None)
     captured_at: float | None = field(init=False, default=None)
     dropped: int = field(init=False, default=0)  # packets outside capture, or malformed
+    heard: bool = field(init=False, default=False)  # a packet was kept: there is audio
     malformed: int = field(init=False, default=0)
     _last_media: float = field(init=False)
     _pending: bytes = field(init=False, default=b"")  # the container's header, once capturing
@@ -120,6 +121,7 @@ class CaptureSession(Generic[T]):
             self.dropped += 1
             return
         self._timelines[channel].receive(ssrc=ssrc, timestamp=timestamp, slots=slots, now=now)
+        self.heard = True
 
     def caller_answered(self, *, accepted: bool, now: float) -> None:
         """The caller's answer to the notice; capture starts on ``accepted``."""
@@ -175,7 +177,7 @@ class CaptureSession(Generic[T]):
         return round((moment - self.captured_at) * self.codec.rate) // self.codec.slot
 
     def _end(self, until: int, cause: EndCause) -> bytes:
-        if self._writer is None:  # nothing was ever captured
+        if self._writer is None or not self.heard:  # nothing was ever captured
             self._discard(cause)
             return b""
         out = self._emit(until)

@@ -9,12 +9,14 @@ id); and no answer to a client-bound key carries anything of the other client.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aiortc import RTCConfiguration, RTCPeerConnection
 from fastapi.testclient import TestClient
 
 from recorder.openapi import api_routes
@@ -121,6 +123,35 @@ def _upload(world: World, tenant: str) -> tuple[str, dict[str, Any]]:
     return f"/v1/calls/{call_id}/recording", kwargs
 
 
+def _offer() -> str:
+    """A real WebRTC offer with one audio track, as a publisher makes it."""
+
+    async def make() -> str:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc.addTransceiver("audio", direction="sendonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        sdp: str = pc.localDescription.sdp
+        await pc.close()
+        return sdp
+
+    return asyncio.run(make())
+
+
+def _whip_decision(world: World, tenant: str) -> tuple[str, dict[str, Any]]:
+    body = call_body(world.fresh(f"webrtc-{tenant}"), channel="whip")
+    decision = world.ok("POST", "/v1/calls", world.tenants[tenant].integrator, json=body)
+    kwargs = {"content": _offer(), "headers": {"Content-Type": "application/sdp"}}
+    return str(decision["whip_url"]), kwargs
+
+
+def _whip_session(world: World, tenant: str) -> tuple[str, dict[str, Any]]:
+    url, kwargs = _whip_decision(world, tenant)
+    headers = {**kwargs.pop("headers"), **world.tenants[tenant].integrator}
+    response = world.client.post(url, headers=headers, **kwargs)
+    assert response.status_code == 201, response.text
+    return response.headers["location"], {}
+
+
 def _fresh_hold(world: World, tenant: str) -> tuple[str, dict[str, Any]]:
     body = {"reason": "case", "recording_ids": [world.recordings[tenant]]}
     hold = world.ok("POST", "/v1/legal-holds", world.compliance, json=body)
@@ -183,6 +214,14 @@ TABLE: dict[tuple[str, str], Rule] = {
     ),
     ("POST", "/v1/calls/{call_id}/{action}"): Rule(frozenset({"integrator"}), 200, _open_call),
     ("PUT", "/v1/calls/{call_id}/recording"): Rule(frozenset({"integrator"}), 201, _upload),
+    ("POST", "/v1/whip/{decision_id}"): Rule(frozenset({"integrator"}), 201, _whip_decision),
+    ("DELETE", "/v1/whip/sessions/{session_id}"): Rule(
+        frozenset({"integrator"}), 200, _whip_session
+    ),
+    # Never offered, to a key that may publish: 405 whoever's session it names.
+    ("PATCH", "/v1/whip/sessions/{session_id}"): Rule(
+        frozenset({"integrator"}), 405, _plain("/v1/whip/sessions/whip_any"), scoped=False
+    ),
     ("GET", "/v1/recordings"): Rule(
         STAFF | {"client_admin"}, 200, _for_client("/v1/recordings?client_id={}")
     ),

@@ -216,3 +216,13 @@ def test_g711_channels_are_kept_as_they_came_in_an_au_stream(codec: G711Codec) -
         assert stream.codec_context.channels == 2
         decoded = sum(frame.samples for frame in container.decode(stream))
     assert abs(decoded / 8000 - 3.0) <= 0.020
+
+
+def test_a_session_that_never_heard_a_packet_leaves_no_recording() -> None:
+    session: CaptureSession[object] = CaptureSession(  # type: ignore[arg-type]
+        OPUS, channels=1, now=0.0, media_timeout_s=5.0
+    )
+    assert session.poll(5.1) == b""  # ICE never completed: no media ever came
+
+    assert session.state == CaptureState.DISCARDED
+    assert session.cause == EndCause.MEDIA_TIMEOUT
