@@ -301,8 +301,15 @@ def current_grants(
 
 def grant_of(session: Session, client_id: str, grant_id: str) -> Grant | None:
     """The current state of one grant of a client, or None if the ledger has no such grant."""
-    found = current_grants(_events(session, client_id, grant_id)).get(grant_id)
+    found = grant_events(session, client_id, grant_id)
     return None if found is None else to_grant(*found)
+
+
+def grant_events(
+    session: Session, client_id: str, grant_id: str
+) -> tuple[ConsentEvent, ConsentEvent | None] | None:
+    """One grant's event and its revocation (None while in force), or None if unknown."""
+    return current_grants(_events(session, client_id, grant_id)).get(grant_id)
 
 
 def to_grant(granted: ConsentEvent, revoked: ConsentEvent | None) -> Grant:

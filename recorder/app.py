@@ -86,6 +86,7 @@ def create_app(
     app.state.live = LiveCaptures(
         vault=backend.vault,
         engine=backend.engine,
+        audit=backend.audit,
         clock=clock,
         limits=LiveLimits(
             max_sessions=settings.live_max_sessions,

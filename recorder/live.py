@@ -25,16 +25,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
-from consent.decisions import DECISIONS, CallDecision, CallerAnswer, CallState
+from consent import ledger
+from consent.decision import recheck
+from consent.decisions import CallDecision, CallerAnswer, CallState, decision_of
 from consent.errors import NotFound, PermissionDenied, StateConflict
+from consent.lapse import lapse_call
 from recorder._exceptions import CaptureBusy, UnknownSession
 from recorder.capture.codecs import Codec
 from recorder.capture.session import CaptureSession, CaptureState, EndCause
+from storage.audit import AuditEntry, AuditLog
 from storage.catalog import Recording
+from storage.db import session_scope
 from storage.errors import CallrecError
 from storage.ids import new_id
 from storage.spool import SpoolWriter
@@ -42,14 +46,14 @@ from storage.vault import RecordingDraft, Vault
 
 log = logging.getLogger(__name__)
 
-_CONTROL_COLUMNS = sa.select(
-    DECISIONS.c.id,
-    DECISIONS.c.state,
-    DECISIONS.c.record,
-    DECISIONS.c.reason,
-    DECISIONS.c.awaiting_caller_consent,
-    DECISIONS.c.caller_answer,
-)
+
+@dataclass(frozen=True)
+class CallControl:
+    """What a live call's row and its grant say at one moment."""
+
+    call: CallDecision
+    lapsed: bool = False  # its grant was revoked or ran out during the capture
+    purge: bool = False  # ... by a revocation with purge_existing: keep nothing
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class LiveCall:
     writer: SpoolWriter
     close_transport: Callable[[], Awaitable[None]]
     recording: Recording | None = None
+    purge: bool = False  # discard what was captured: the grant went with purge_existing
     settling: bool = False
     settled: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -85,11 +90,12 @@ class LiveCaptures:
         *,
         vault: Vault,
         engine: Engine,
+        audit: AuditLog,
         clock: Callable[[], datetime],
         limits: LiveLimits | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._vault, self._engine, self._clock = vault, engine, clock
+        self._vault, self._engine, self._audit, self._clock = vault, engine, audit, clock
         self.limits = limits or LiveLimits()
         self._monotonic = monotonic
         self._calls: dict[str, LiveCall] = {}
@@ -107,17 +113,29 @@ class LiveCaptures:
             raise UnknownSession(f"no live session {live_id}")
         return call
 
-    def decision_for(self, decision_id: str, *, client_id: str, channel: str) -> CallDecision:
-        """The decision a live capture starts from, if it allows one on ``channel``."""
-        with Session(self._engine) as session:
+    def decision_for(
+        self, decision_id: str, *, client_id: str, channel: str, actor: str
+    ) -> CallDecision:
+        """The decision a live capture starts from, if it allows one on ``channel`` now.
+
+        Its grant is checked again first: a decision made before a revocation or before
+        its grant ran out is refused like one made after (``consent.lapse``).
+        """
+        now = self._clock()
+        with session_scope(self._engine) as session:
             decision = session.get(CallDecision, decision_id)
-        if decision is None or decision.client_id != client_id:
-            raise NotFound(f"no decision {decision_id}", code="unknown_decision")
-        if decision.channel != channel:
-            raise StateConflict(
-                f"decision {decision_id} is for the {decision.channel} channel, not {channel}",
-                code="wrong_channel",
-            )
+            if decision is None or decision.client_id != client_id:
+                raise NotFound(f"no decision {decision_id}", code="unknown_decision")
+            if decision.channel != channel:
+                raise StateConflict(
+                    f"decision {decision_id} is for the {decision.channel} channel, not {channel}",
+                    code="wrong_channel",
+                )
+            events: list[AuditEntry] = []
+            if lapse_call(session, decision, actor=actor, events=events, now=now):
+                self._audit.append_many(session, events, now=now)
+            session.flush()
+            session.expunge(decision)
         if not (decision.record or decision.awaiting_caller_consent):
             raise PermissionDenied(
                 f"call {decision.call_id} may not be recorded ({decision.reason})",
@@ -206,7 +224,10 @@ class LiveCaptures:
         """Store every live call (the gateway is stopping), then stop the loop."""
         if self._loop_task is not None:
             self._loop_task.cancel()
-            await asyncio.gather(self._loop_task, return_exceptions=True)
+            # An ASGI host may run shutdown on another loop than startup: the task ends
+            # with its own loop then, and cannot be awaited from this one.
+            if self._loop_task.get_loop() is asyncio.get_running_loop():
+                await asyncio.gather(self._loop_task, return_exceptions=True)
         for call in list(self._calls.values()):
             await self.end(call)
 
@@ -230,19 +251,41 @@ class LiveCaptures:
                 log.exception("live capture loop")
 
     async def _apply_control(self) -> None:
-        """Bring every session in line with its call's row."""
+        """Bring every session in line with its call's row and its grant."""
         if not self._calls:
             return
-        ids = {call.decision_id: call for call in self._calls.values()}
-        rows = await asyncio.to_thread(self._control_rows, list(ids))
-        for row in rows:
-            call = ids[row.id]
-            call.writer.write(_apply(call.session, row, now=self._monotonic()))
+        by_decision = {call.decision_id: call for call in self._calls.values()}
+        controls = await asyncio.to_thread(self._read_control, list(by_decision))
+        for control in controls:
+            call = by_decision[control.call.id]
+            call.purge = call.purge or control.purge
+            call.writer.write(_apply(call.session, control, now=self._monotonic()))
 
-    def _control_rows(self, decision_ids: Sequence[str]) -> list[sa.Row[Any]]:
-        with self._engine.connect() as connection:
-            query = _CONTROL_COLUMNS.where(DECISIONS.c.id.in_(decision_ids))
-            return list(connection.execute(query))
+    def _read_control(self, decision_ids: Sequence[str]) -> list[CallControl]:
+        """The rows of these calls, each with whether its grant has gone since."""
+        now = self._clock()
+        with Session(self._engine) as session:
+            query = select(CallDecision).where(col(CallDecision.id).in_(decision_ids))
+            rows = list(session.exec(query))
+            grants: dict[tuple[str, str], tuple[Any, Any] | None] = {}
+            controls = []
+            for row in rows:
+                lapsed = purge = False
+                if row.record and row.grant_id is not None:
+                    key = (row.client_id, row.grant_id)
+                    if key not in grants:  # live calls share a few grants: one read each
+                        grants[key] = ledger.grant_events(session, *key)
+                    found = grants[key]
+                    grant = None if found is None else ledger.to_grant(*found)
+                    lapsed = not recheck(decision_of(row), grant, now).record
+                    purge = (
+                        lapsed
+                        and found is not None
+                        and bool(found[1] is not None and found[1].purge_existing)
+                    )
+                session.expunge(row)
+                controls.append(CallControl(row, lapsed=lapsed, purge=purge))
+        return controls
 
     async def _settle(self, call: LiveCall) -> None:
         """Store an ended session, or throw a discarded one away; once."""
@@ -258,12 +301,18 @@ class LiveCaptures:
             log.exception("live session %s: closing its transport", call.id)
         now = self._clock()
         try:
-            if session.state == CaptureState.ENDED:
+            if session.state == CaptureState.ENDED and not call.purge:
                 call.recording = await asyncio.to_thread(
                     self._vault.finish, call.writer, now=now, duration_s=session.duration_s
                 )
             else:
-                reason = cause.value if session.heard else "no media arrived"
+                reason = (
+                    "consent revoked with purge_existing"
+                    if call.purge
+                    else cause.value
+                    if session.heard
+                    else "no media arrived"
+                )
                 await asyncio.to_thread(self._vault.discard, call.writer, reason=reason, now=now)
         except CallrecError:
             log.exception("live session %s: storing its recording", call.id)
@@ -273,8 +322,9 @@ class LiveCaptures:
         log.info("live session %s %s (%s)", call.id, session.state, cause)
 
 
-def _apply(session: CaptureSession[Any], row: sa.Row[Any], *, now: float) -> bytes:
-    """What the call's row says, done to its live session; returns what to append."""
+def _apply(session: CaptureSession[Any], control: CallControl, *, now: float) -> bytes:
+    """What the call's row and grant say, done to its live session; what to append."""
+    row = control.call
     if not session.live:
         return b""
     if row.state == CallState.OPTED_OUT:
@@ -282,18 +332,17 @@ def _apply(session: CaptureSession[Any], row: sa.Row[Any], *, now: float) -> byt
         return b""
     if row.state == CallState.ENDED:
         return session.end(now)
-    if session.state == CaptureState.AWAITING_CALLER_CONSENT:
-        if row.awaiting_caller_consent:
-            return b""
-        if row.caller_answer == CallerAnswer.DECLINED:
+    if control.lapsed or not (row.record or row.awaiting_caller_consent):
+        awaiting = session.state == CaptureState.AWAITING_CALLER_CONSENT
+        if awaiting and row.caller_answer == CallerAnswer.DECLINED:
             session.caller_answered(accepted=False, now=now)
-        elif row.record:
-            session.caller_answered(accepted=True, now=now)
-        else:  # the grant went before the caller answered: nothing was captured
-            return session.end(now, EndCause.CONSENT_REVOKED)
-        return b""
-    if not row.record:  # consent revoked or expired since: keep what came before
+            return b""
+        # The grant went: keep what came before it (unless purge_existing said not to).
         return session.end(now, EndCause.CONSENT_REVOKED)
+    if session.state == CaptureState.AWAITING_CALLER_CONSENT:
+        if not row.awaiting_caller_consent and row.record:
+            session.caller_answered(accepted=True, now=now)
+        return b""
     if row.state == CallState.PAUSED:
         session.pause()
     elif row.state == CallState.OPEN:

@@ -161,7 +161,11 @@ async def publish(
     """Start recording a WebRTC call: an SDP offer in, the answer and the session out."""
     offer = await _offer(request)
     decision = await asyncio.to_thread(
-        live.decision_for, decision_id, client_id=tenant_of(principal), channel="whip"
+        live.decision_for,
+        decision_id,
+        client_id=tenant_of(principal),
+        channel="whip",
+        actor=principal.actor,
     )
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     try:

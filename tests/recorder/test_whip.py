@@ -358,3 +358,62 @@ def test_sessions_beyond_the_limit_get_503(client: TestClient, tenant: Tenant) -
         return [a.status_code for a in answers]
 
     assert _run(calls) == [201, 201, 503]
+
+
+@pytest.mark.parametrize("purge_existing", [False, True], ids=["keep", "purge"])
+def test_a_revocation_stops_a_live_capture(
+    client: TestClient, tenant: Tenant, purge_existing: bool
+) -> None:
+    decision = _decide(client, tenant, f"webrtc-revoked-{purge_existing}")
+    revoke = f"/v1/clients/{tenant.id}/consents/{tenant.grant['id']}/revoke"
+
+    async def call() -> Any:
+        publisher = Publisher(client, tenant.integrator, [440])
+        await publisher.publish(decision["whip_url"])
+        await asyncio.sleep(1.5)
+        revoked = await asyncio.to_thread(
+            client.post,
+            revoke,
+            json={"reason": "contract ended", "purge_existing": purge_existing},
+            headers=tenant.client_admin,
+        )
+        assert revoked.status_code == 200, revoked.text
+        await _until(
+            lambda: client.app.state.live.active == 0,  # type: ignore[attr-defined]
+            "the revocation reaching the live session",
+        )
+        await asyncio.sleep(0.5)  # the publisher goes on sending: none of it is kept
+        return await publisher.stop()
+
+    ended = _run(call)
+
+    assert ended.status_code == 404
+    listed = client.get("/v1/recordings", headers=tenant.client_admin).json()["items"]
+    if purge_existing:
+        assert [r["state"] for r in listed] == ["failed"]
+    else:
+        assert [r["state"] for r in listed] == ["stored"]
+        assert 1.0 <= listed[0]["duration_s"] <= 2.5  # what came before the revocation
+    again = _decide(client, tenant, "after-revocation")
+    assert again["record"] is False
+
+
+def test_a_decision_made_before_a_revocation_cannot_start_a_capture(
+    client: TestClient, tenant: Tenant
+) -> None:
+    decision = _decide(client, tenant, "decided-then-revoked")
+    revoke = f"/v1/clients/{tenant.id}/consents/{tenant.grant['id']}/revoke"
+    body = {"reason": "contract ended", "purge_existing": False}
+    assert client.post(revoke, json=body, headers=tenant.client_admin).status_code == 200
+
+    async def offer() -> Any:
+        publisher = Publisher(client, tenant.integrator, [440])
+        answer = await publisher.offer(decision["whip_url"])
+        await publisher.pc.close()
+        return answer
+
+    answer = _run(offer)
+
+    assert answer.status_code == 403
+    assert answer.json()["error"] == "consent_revoked"
+    assert client.app.state.live.active == 0  # type: ignore[attr-defined]
