@@ -22,7 +22,7 @@ import aioice.ice
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
 from aiortc.rtp import RtpPacket
 from fastapi import APIRouter, Depends, FastAPI, Request, Response, status
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from consent.api_auth import Integrator, tenant_of
 from consent.errors import InvalidRequest, PayloadTooLarge, UnsupportedMedia
@@ -68,10 +68,14 @@ Live = Annotated[LiveCaptures, Depends(get_live)]
 
 
 class WhipEnded(BaseModel):
-    session_id: str
-    call_id: str
-    state: str
-    recording_id: str | None
+    """A WHIP session as it ended."""
+
+    session_id: str = Field(description="The session's id, the last part of its Location.")
+    call_id: str = Field(description="The platform's call id the session recorded.")
+    state: str = Field(description="`ended` (the recording was stored) or `discarded`.")
+    recording_id: str | None = Field(
+        description="The stored recording; null when nothing was kept (no media, opt-out)."
+    )
 
 
 async def _offer(request: Request) -> str:
