@@ -30,7 +30,7 @@ from recorder.live import LiveCaptures, LiveLimits
 from recorder.metrics import DomainMetrics
 from recorder.openapi import install_openapi
 from retention import api as retention_api
-from retention import audit_api
+from retention import api_audit
 from storage.backend import StorageBackend
 from storage.errors import StorageError
 from storage.scratch import clear_leftovers
@@ -103,7 +103,7 @@ def create_app(
     app.include_router(call_control.router)
     app.include_router(recordings.router)
     app.include_router(retention_api.router)
-    app.include_router(audit_api.router)
+    app.include_router(api_audit.router)
     app.include_router(whip.router)
 
     @app.get("/healthz", tags=["ops"])

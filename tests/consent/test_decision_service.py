@@ -48,7 +48,7 @@ def test_a_live_source_gets_a_persisted_audited_decision(
     add_client(engine, now)
     grant_id = add_grant(engine, now)
     answer = asyncio.run(
-        service.decide(client_id="acme", call=_call("c1"), actor="siprec:10.0.0.1", now=now)
+        service.decide(client_id="acme", call=_call("c1"), actor="siprec:127.0.0.1", now=now)
     )
     assert (answer.record, answer.reason, answer.grant_id) == (True, "recorded", grant_id)
     assert answer.channel == "siprec"
@@ -56,7 +56,7 @@ def test_a_live_source_gets_a_persisted_audited_decision(
         row = session.exec(select(CallDecision).where(CallDecision.call_id == "c1")).one()
         assert (row.id, row.record, row.decided_at) == (answer.id, True, now)
         event = session.exec(select(AuditEvent).where(AuditEvent.subject == answer.id)).one()
-    assert (event.kind, event.actor) == ("call.decided", "siprec:10.0.0.1")
+    assert (event.kind, event.actor) == ("call.decided", "siprec:127.0.0.1")
     assert json.loads(event.data)["reason"] == "recorded"
 
 
