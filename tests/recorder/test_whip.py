@@ -23,6 +23,7 @@ from storage.backend import StorageBackend
 from storage.embedded_s3 import EmbeddedS3
 from tests.recorder.capture.media import rms
 from tests.recorder.conftest import Clock, Tenant, backend_settings, call_body, make_tenant
+from tests.recorder.tones import dominant_hz, silent_stretches
 
 RATE = 48_000
 FRAME = 960
@@ -105,9 +106,11 @@ class Publisher:
         for hz in tones:
             self.pc.addTransceiver(Tone(hz), direction="sendonly")
         self.location = ""
+        self.posted_at = self.deleted_at = 0.0  # the session's clock runs between the two
 
     async def offer(self, url: str) -> Any:
         await self.pc.setLocalDescription(await self.pc.createOffer())
+        self.posted_at = time.monotonic()
         return await asyncio.to_thread(
             self.client.post,
             url,
@@ -125,6 +128,7 @@ class Publisher:
 
     async def stop(self) -> Any:
         response = await asyncio.to_thread(self.client.delete, self.location, headers=self.headers)
+        self.deleted_at = time.monotonic()
         await self.pc.close()
         return response
 
@@ -160,10 +164,9 @@ def test_a_two_party_webrtc_call_is_recorded_as_it_came(client: TestClient, tena
     async def call() -> tuple[Any, float]:
         publisher = Publisher(client, tenant.integrator, [440, 1750])
         await publisher.publish(decision["whip_url"])
-        started = time.monotonic()
         await asyncio.sleep(2.0)  # the call's length: two seconds of real-time audio
         response = await publisher.stop()
-        return response, time.monotonic() - started
+        return response, publisher.deleted_at - publisher.posted_at
 
     ended, elapsed = _run(call)
 
@@ -179,14 +182,57 @@ def test_a_two_party_webrtc_call_is_recorded_as_it_came(client: TestClient, tena
         "ogg",
     )
     assert recording["channels"] == 2
-    assert 1.5 <= recording["duration_s"] <= elapsed + 0.5
+    assert recording["duration_s"] == pytest.approx(elapsed, abs=0.2)
     channels, decoded = _audio(client, tenant, recording["id"])
     assert channels == 2
     assert abs(len(decoded[0]) / RATE - recording["duration_s"]) <= 0.020
-    # The tap took real Opus from aiortc's receiver: both parties are heard.
+    # The tap took real Opus from aiortc's receiver: each party is heard, at its own pitch.
     middle = slice(int(0.5 * RATE), int(1.5 * RATE))
     assert rms(decoded[0][middle]) > 0.05
     assert rms(decoded[1][middle]) > 0.05
+    assert dominant_hz(decoded[0][middle]) == pytest.approx(440, abs=3)
+    assert dominant_hz(decoded[1][middle]) == pytest.approx(1750, abs=3)
+
+
+def test_a_pause_is_silence_of_its_length_in_its_place(client: TestClient, tenant: Tenant) -> None:
+    decision = _decide(client, tenant, "webrtc-paused")
+
+    async def call() -> tuple[Any, float, float, float]:
+        publisher = Publisher(client, tenant.integrator, [440])
+        await publisher.publish(decision["whip_url"])
+        started = publisher.posted_at  # where the recording's clock starts
+        await asyncio.sleep(1.0)
+        paused_at = time.monotonic() - started
+        paused = await asyncio.to_thread(
+            client.post, "/v1/calls/webrtc-paused/pause", headers=tenant.integrator
+        )
+        assert paused.status_code == 200, paused.text
+        await asyncio.sleep(1.5)  # the publisher goes on sending: none of it is kept
+        resumed_at = time.monotonic() - started
+        resumed = await asyncio.to_thread(
+            client.post, "/v1/calls/webrtc-paused/resume", headers=tenant.integrator
+        )
+        assert resumed.status_code == 200, resumed.text
+        await asyncio.sleep(1.0)
+        response = await publisher.stop()
+        return response, paused_at, resumed_at, publisher.deleted_at - started
+
+    ended, paused_at, resumed_at, elapsed = _run(call)
+
+    recording = client.get(
+        f"/v1/recordings/{ended.json()['recording_id']}", headers=tenant.client_admin
+    ).json()
+    assert recording["duration_s"] == pytest.approx(elapsed, abs=0.2)
+    _, decoded = _audio(client, tenant, recording["id"])
+    # Silent stretches past the first (the wait for ICE before the first packet).
+    stretches = [s for s in silent_stretches(decoded[0]) if s[0] > 0.5]
+    assert len(stretches) == 1, stretches
+    start, end = stretches[0]
+    # Call control reaches the session on the loop's next read of the row (every 0.5 s).
+    assert paused_at <= start + 0.05 <= paused_at + 0.7, (paused_at, start)
+    assert resumed_at <= end + 0.05 <= resumed_at + 0.7, (resumed_at, end)
+    assert end - start == pytest.approx(resumed_at - paused_at, abs=0.5)
+    assert dominant_hz(decoded[0][int((end + 0.2) * RATE) :]) == pytest.approx(440, abs=3)
 
 
 def test_no_audio_before_the_caller_accepts_and_opt_out_leaves_nothing(
