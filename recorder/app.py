@@ -27,7 +27,7 @@ from consent.api_context import ApiContext
 from recorder import call_control, recordings, whip
 from recorder.errors import install_error_handlers
 from recorder.live import LiveCaptures, LiveLimits
-from recorder.metrics import DomainMetrics
+from recorder.metrics import DomainMetrics, LiveCollector
 from recorder.openapi import install_openapi
 from retention import api as retention_api
 from retention import api_audit
@@ -132,6 +132,7 @@ def roles_of(dependant: Dependant) -> set[str]:
 def _install_metrics(app: FastAPI, backend: StorageBackend, clock: Callable[[], datetime]) -> None:
     registry = CollectorRegistry()
     DomainMetrics(registry, backend, clock)
+    registry.register(LiveCollector(app.state.live))
     audit = backend.audit
     Gauge(
         "callrec_audit_chain_ok",

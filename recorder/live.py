@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from consent.errors import NotFound, PermissionDenied, StateConflict
 from consent.lapse import lapse_call
 from recorder._exceptions import CaptureBusy, UnknownSession
 from recorder.capture.codecs import Codec
+from recorder.capture.reception import Reception
 from recorder.capture.session import CaptureSession, CaptureState, EndCause
 from storage.audit import AuditEntry, AuditLog
 from storage.catalog import Recording
@@ -66,6 +68,31 @@ class LiveLimits:
 
 
 @dataclass
+class LiveTally:
+    """The live calls' figures for ``/metrics``: the calls now live, and those settled.
+
+    ``received``: RTP packets that reached a session (also while paused or awaiting the
+    caller). ``lost``: packets their senders numbered that never arrived (RFC 3550
+    §6.4.1). ``late``: packets that arrived after their place in the recording had been
+    written (beyond the reorder allowance): received, yet silence in the recording.
+    ``spooled``: container bytes appended to the recordings' spools (before encryption).
+    """
+
+    active: int = 0
+    received: int = 0
+    lost: int = 0
+    late: int = 0
+    spooled: int = 0
+    ended: dict[str, int] = field(default_factory=dict)  # sessions settled, by cause
+
+    def add(self, call: LiveCall) -> None:
+        self.received += sum(r.received for r in call.reception)
+        self.lost += sum(r.lost for r in call.reception)
+        self.late += sum(s.late for s in call.session.stats)
+        self.spooled += call.writer.plaintext_size
+
+
+@dataclass
 class LiveCall:
     """One live call on this replica."""
 
@@ -78,6 +105,7 @@ class LiveCall:
     close_transport: Callable[[], Awaitable[None]]
     recording: Recording | None = None
     purge: bool = False  # discard what was captured: the grant went with purge_existing
+    reception: list[Reception] = field(default_factory=list)  # one per channel
     settling: bool = False
     settled: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -101,10 +129,30 @@ class LiveCaptures:
         self._calls: dict[str, LiveCall] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self.ended: dict[str, int] = {}  # sessions ended or discarded, by cause
+        self._settled = LiveTally()  # the figures of calls no longer live
+        # A scrape reads from another thread: a call is counted live or settled, never both.
+        self._tally_lock = threading.Lock()
 
     @property
     def active(self) -> int:
         return len(self._calls)
+
+    def tally(self) -> LiveTally:
+        """Figures of every call this replica has held, live ones as they are now."""
+        with self._tally_lock:
+            calls = list(self._calls.values())
+            settled = self._settled
+            tally = LiveTally(
+                len(calls),
+                settled.received,
+                settled.lost,
+                settled.late,
+                settled.spooled,
+                dict(self.ended),
+            )
+            for call in calls:
+                tally.add(call)
+        return tally
 
     def get(self, live_id: str, *, client_id: str | None) -> LiveCall:
         """A live call by id; another tenant's is as unknown as a missing one."""
@@ -188,6 +236,7 @@ class LiveCaptures:
             session=session,
             writer=writer,
             close_transport=close_transport,
+            reception=[Reception() for _ in range(channels)],
         )
         self._calls[call.id] = call
         log.info(
@@ -201,9 +250,18 @@ class LiveCaptures:
         return call
 
     def media(
-        self, call: LiveCall, channel: int, *, ssrc: int, timestamp: int, payload: bytes
+        self,
+        call: LiveCall,
+        channel: int,
+        *,
+        ssrc: int,
+        timestamp: int,
+        payload: bytes,
+        sequence: int | None = None,
     ) -> None:
-        """An RTP payload from the transport."""
+        """An RTP payload from the transport (with its sequence number, to count loss)."""
+        if sequence is not None and 0 <= channel < len(call.reception):
+            call.reception[channel].receive(ssrc=ssrc, sequence=sequence)
         if call.session.live:
             call.session.media(
                 channel, ssrc=ssrc, timestamp=timestamp, payload=payload, now=self._monotonic()
@@ -294,7 +352,8 @@ class LiveCaptures:
         call.settling = True
         session = call.session
         cause = session.cause or EndCause.ENDED
-        self.ended[cause] = self.ended.get(cause, 0) + 1
+        with self._tally_lock:
+            self.ended[cause] = self.ended.get(cause, 0) + 1
         try:
             await call.close_transport()
         except Exception:
@@ -317,7 +376,9 @@ class LiveCaptures:
         except CallrecError:
             log.exception("live session %s: storing its recording", call.id)
         finally:
-            self._calls.pop(call.id, None)  # counted as live until stored or discarded
+            with self._tally_lock:
+                self._calls.pop(call.id, None)  # counted as live until stored or discarded
+                self._settled.add(call)
             call.settled.set()
         log.info("live session %s %s (%s)", call.id, session.state, cause)
 

@@ -3,7 +3,9 @@
 Events are counted in one place, from the audit events as their transactions commit
 (storage.audit_feed): every decision, stored or failed recording and purge is one.
 States (the spool's backlog) and the storage parts' own tallies (upload retries, S3
-errors, embedded S3 restarts) are read at scrape time. Counts start at zero with the
+errors, embedded S3 restarts) are read at scrape time, and so are the live calls'
+figures (``LiveCaptures.tally``: sessions, packets received, lost and late, bytes
+spooled, sessions ended by cause). Counts start at zero with the
 process, as Prometheus counters do; each replica reports its own.
 """
 
@@ -16,6 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from recorder.live import LiveCaptures
 from storage import audit_feed
 from storage.audit_feed import FedEvent
 from storage.backend import StorageBackend
@@ -122,3 +125,44 @@ class _StorageCollector(Collector):
                 "1 while the embedded S3 runs, 0 while it is being restarted.",
                 value=0 if supervisor.problem else 1,
             )
+
+
+class LiveCollector(Collector):
+    """The live calls of this replica (``LiveCaptures.tally``), read at each scrape."""
+
+    def __init__(self, live: LiveCaptures) -> None:
+        self._live = live
+
+    def collect(self) -> Iterator[Metric]:
+        tally = self._live.tally()
+        yield GaugeMetricFamily(
+            "callrec_live_sessions", "Live capture sessions on this replica.", value=tally.active
+        )
+        yield CounterMetricFamily(
+            "callrec_live_packets_received",
+            "RTP packets that reached live sessions (also while paused or awaiting the caller).",
+            value=tally.received,
+        )
+        yield CounterMetricFamily(
+            "callrec_live_packets_lost",
+            "RTP packets their senders numbered that never arrived (RFC 3550 6.4.1).",
+            value=tally.lost,
+        )
+        yield CounterMetricFamily(
+            "callrec_live_packets_late",
+            "RTP packets that arrived after their place in the recording was written.",
+            value=tally.late,
+        )
+        yield CounterMetricFamily(
+            "callrec_live_spooled_bytes",
+            "Audio bytes (the container, before encryption) appended to live recordings' spools.",
+            value=tally.spooled,
+        )
+        ended = CounterMetricFamily(
+            "callrec_live_sessions_ended",
+            "Live sessions stored or discarded, by cause.",
+            labels=["cause"],
+        )
+        for cause, count in sorted(tally.ended.items()):
+            ended.add_metric([cause], count)
+        yield ended

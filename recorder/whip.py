@@ -172,7 +172,12 @@ def _tap(live: LiveCaptures, call: LiveCall, pc: RTCPeerConnection) -> None:
             packet: RtpPacket, arrival_time_ms: int, channel: int = channel
         ) -> Coroutine[Any, Any, None]:
             live.media(
-                call, channel, ssrc=packet.ssrc, timestamp=packet.timestamp, payload=packet.payload
+                call,
+                channel,
+                ssrc=packet.ssrc,
+                timestamp=packet.timestamp,
+                payload=packet.payload,
+                sequence=packet.sequence_number,
             )
             return _done()
 

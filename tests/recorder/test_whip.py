@@ -463,3 +463,41 @@ def test_a_decision_made_before_a_revocation_cannot_start_a_capture(
     assert answer.status_code == 403
     assert answer.json()["error"] == "consent_revoked"
     assert client.app.state.live.active == 0  # type: ignore[attr-defined]
+
+
+def test_live_sessions_on_metrics(client: TestClient, tenant: Tenant) -> None:
+    from tests.recorder.test_metrics import metric
+
+    decision = _decide(client, tenant, "webrtc-metrics")
+    before = client.get("/metrics").text
+    assert metric(before, "callrec_live_sessions") == 0
+    assert metric(before, "callrec_live_packets_received_total") == 0
+
+    async def call() -> tuple[str, Any]:
+        publisher = Publisher(client, tenant.integrator, [440, 1750])
+        await publisher.publish(decision["whip_url"])
+        await _until(
+            lambda: metric(client.get("/metrics").text, "callrec_live_spooled_bytes_total") > 0,
+            "audio in the spool",
+        )
+        during = client.get("/metrics").text
+        return during, await publisher.stop()
+
+    during, ended = _run(call)
+
+    assert metric(during, "callrec_live_sessions") == 1
+    assert metric(during, "callrec_live_packets_received_total") > 0
+    assert ended.status_code == 200, ended.text
+    recording = client.get(
+        f"/v1/recordings/{ended.json()['recording_id']}", headers=tenant.client_admin
+    ).json()
+    after = client.get("/metrics").text
+    assert metric(after, "callrec_live_sessions") == 0
+    assert metric(after, 'callrec_live_sessions_ended_total{cause="ended"}') == 1
+    # Every byte of the stored audio went through the spool, and was counted once.
+    assert metric(after, "callrec_live_spooled_bytes_total") == recording["audio_size"]
+    # Two parties, 20 ms packets: 50 a second each, none lost on loopback.
+    received = metric(after, "callrec_live_packets_received_total")
+    assert received >= 2 * 50 * (recording["duration_s"] - 0.2)
+    assert metric(after, "callrec_live_packets_lost_total") == 0
+    assert metric(after, "callrec_live_packets_late_total") >= 0
