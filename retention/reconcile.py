@@ -25,11 +25,12 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col
 
 from storage.audit import AuditLog
+from storage.bucket_cleanup import UnfinishedUpload, VersionRef
 from storage.capabilities import PROBE_PREFIX
 from storage.catalog import Recording, RecordingState
 from storage.db import session_scope
 from storage.errors import ObjectStoreError
-from storage.objectstore import ObjectStore, UnfinishedUpload, VersionRef
+from storage.objectstore import ObjectStore
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,8 @@ from storage.db import check_database, create_db_engine, migrate, session_scope
 from storage.embedded_s3 import EmbeddedS3, is_loopback
 from storage.errors import ConfigError, EmbeddedS3Error, StoreUnavailable
 from storage.keyring import Keyring
-from storage.objectstore import ObjectStore, S3Config
+from storage.objectstore import ObjectStore
+from storage.s3_client import S3Config
 from storage.s3_endpoint import PublishedEndpoint, running_endpoint
 from storage.s3_supervisor import S3Supervisor
 from storage.settings import Settings

@@ -30,7 +30,8 @@ from typing import IO, Any, NoReturn, Self
 
 from storage.errors import EmbeddedS3Error, ObjectNotFound, ObjectStoreError
 from storage.local_ports import GRPC_OFFSET, exact_ports, reserved_pair, reserved_ports
-from storage.objectstore import ObjectStore, S3Config
+from storage.objectstore import ObjectStore
+from storage.s3_client import S3Config
 from storage.s3_endpoint import PublishedEndpoint, publish_endpoint, withdraw_endpoint
 
 log = logging.getLogger(__name__)

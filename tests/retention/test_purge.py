@@ -17,11 +17,12 @@ from retention.holds import HoldRequest, place_hold
 from retention.purge import Purger
 from storage import catalog
 from storage.audit import AuditEvent, AuditLog
+from storage.bucket_cleanup import VersionRef
 from storage.catalog import Recording, RecordingState
 from storage.db import session_scope
 from storage.errors import KeyDestroyed
 from storage.keyring import Keyring
-from storage.objectstore import ObjectStore, VersionRef
+from storage.objectstore import ObjectStore
 from storage.vault import RecordingDraft, Vault
 
 MASTER = b"p" * 32

@@ -16,7 +16,8 @@ from pathlib import Path
 from storage.audit import AuditLog
 from storage.db import create_db_engine
 from storage.keyring import Keyring
-from storage.objectstore import ObjectStore, S3Config
+from storage.objectstore import ObjectStore
+from storage.s3_client import S3Config
 from storage.vault import RecordingDraft, Vault
 
 

@@ -10,7 +10,8 @@ import pytest
 from storage.capabilities import check_backend
 from storage.embedded_s3 import EmbeddedS3
 from storage.errors import BackendUnsupported, StoreAccessDenied, StoreUnavailable
-from storage.objectstore import ObjectStore, S3Config
+from storage.objectstore import ObjectStore
+from storage.s3_client import S3Config
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

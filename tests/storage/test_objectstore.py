@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from storage.bucket_cleanup import VersionRef
 from storage.embedded_s3 import EmbeddedS3
 from storage.errors import ObjectNotFound, ObjectStoreError, StoreUnavailable
-from storage.objectstore import MIB, ObjectStore, S3Config, VersionRef
+from storage.objectstore import MIB, ObjectStore
+from storage.s3_client import S3Config
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -313,7 +315,8 @@ def test_put_file_memory_stays_bounded(
         f"""
         import json, resource
         from pathlib import Path
-        from storage.objectstore import ObjectStore, S3Config
+        from storage.objectstore import ObjectStore
+        from storage.s3_client import S3Config
         store = ObjectStore.from_config(S3Config(*{
             json.dumps([cfg.endpoint_url, cfg.access_key_id, cfg.secret_access_key, cfg.bucket])
         }))

@@ -24,7 +24,8 @@ from storage.db import session_scope
 from storage.embedded_s3 import EmbeddedS3
 from storage.errors import IntegrityError, KeyDestroyed, ObjectNotFound
 from storage.keyring import Keyring
-from storage.objectstore import ObjectStore, S3Config
+from storage.objectstore import ObjectStore
+from storage.s3_client import S3Config
 from storage.vault import RecordingDraft, SpoolWriter, Vault
 from tests.conftest import drop_bucket, unique_bucket
 
