@@ -30,6 +30,7 @@ import os
 import string
 import struct
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -256,6 +257,31 @@ class StreamDecryptor:
         # A full-size frame is never the final chunk, so it is opened as soon as it is here.
         return b"".join(_split(self._pending, view, self._frame, self._open))
 
+    @property
+    def chunk_size(self) -> int:
+        """The stream's chunk size, once its header is read (0 before)."""
+        return self._frame - _TAG if self._frame else 0
+
+    def finalize_torn(self) -> tuple[bytes | None, int]:
+        """End a stream that may be cut: (the final chunk's plaintext, 0) if it is there,
+        else (None, the length of the torn tail left after the last whole chunk).
+
+        Only for recovering a stream whose writer died: every whole chunk it released
+        authenticated, and a tail that is not the final chunk is no chunk at all.
+        """
+        if self._state != "chunks":
+            raise ValueError(f"finalize_torn() on a stream in state {self._state}")
+        tail = bytes(self._pending)
+        self._pending.clear()
+        self._state = "done"
+        if len(tail) >= _TAG:
+            nonce = self._prefix + _NONCE_TAIL.pack(self._counter, True)
+            try:
+                return self._aead.decrypt(nonce, tail, self._ad), 0
+            except InvalidTag:
+                pass  # cut inside the chunk: its tag is gone
+        return None, len(tail)
+
     def finalize(self) -> bytes:
         """Authenticate the final chunk and return its plaintext; raise if the stream is cut."""
         if self._state in ("done", "failed"):
@@ -313,6 +339,48 @@ class ChunkOpener:
 
 
 HEADER_SIZE = _HEADER.size
+
+
+@dataclass(frozen=True)
+class TornSeal:
+    """What ``seal_torn_stream`` kept of a stream whose writer died before sealing it."""
+
+    kept: int  # plaintext bytes kept: every whole chunk, and the final one if it was there
+    dropped: int  # ciphertext bytes of the torn tail left out
+    whole: bool  # the stream already ended with its final chunk: nothing was lost
+
+
+def seal_torn_stream(
+    key: bytes, pieces: Iterable[_Bytes], *, aad: bytes, write: Callable[[bytes], object]
+) -> TornSeal:
+    """Re-seal a stream cut anywhere after its header, keeping every whole chunk.
+
+    Each full-size frame must authenticate as the chunk of its position, or
+    IntegrityError is raised and nothing is kept: a stream that was tampered with is
+    refused, never salvaged. What follows the last full frame is either the final
+    chunk (kept: the stream was whole) or a chunk torn by the crash (dropped). The
+    plaintext kept is written, as a new stream ending with its final chunk, to
+    ``write``; a stream cut in its header raises IntegrityError.
+
+    The new stream is encrypted afresh, under a new nonce prefix, rather than given a
+    final chunk in place: the torn tail may be the writer's own final chunk, and
+    sealing another one under that chunk's nonce would reuse a GCM nonce.
+    """
+    decryptor = StreamDecryptor(key, aad=aad)
+    encryptor: StreamEncryptor | None = None
+    for piece in pieces:
+        plaintext = decryptor.update(piece)
+        if encryptor is None and decryptor.chunk_size:
+            encryptor = StreamEncryptor(key, aad=aad, chunk_size=decryptor.chunk_size)
+        if plaintext and encryptor is not None:
+            write(encryptor.update(plaintext))
+    if encryptor is None:
+        raise IntegrityError("stream truncated in the header")
+    tail, dropped = decryptor.finalize_torn()
+    if tail is not None:
+        write(encryptor.update(tail))
+    write(encryptor.finalize())
+    return TornSeal(kept=encryptor.plaintext_size, dropped=dropped, whole=tail is not None)
 
 
 def encrypt_chunks(

@@ -15,12 +15,14 @@ from storage.crypto import (
     KEY_BYTES,
     StreamDecryptor,
     StreamEncryptor,
+    TornSeal,
     ciphertext_size,
     decrypt_chunks,
     encrypt_chunks,
     format_master_key,
     generate_key,
     parse_master_key,
+    seal_torn_stream,
     unwrap_key,
     wrap_key,
 )
@@ -486,3 +488,67 @@ def test_parse_master_key_rejects_without_echoing(text: str) -> None:
 def test_parse_master_key_rejects_empty(text: str) -> None:
     with pytest.raises(ConfigError, match="empty"):
         parse_master_key(text)
+
+
+# A stream whose writer died before sealing it: re-sealed at its last whole chunk.
+
+
+def reseal(ciphertext: bytes, *, piece: int = 100) -> tuple[TornSeal, bytes]:
+    out: list[bytes] = []
+    sealed = seal_torn_stream(KEY, pieces(ciphertext, piece), aad=AAD, write=out.append)
+    return sealed, b"".join(out)
+
+
+def unsealed(plaintext: bytes) -> bytes:
+    """What a writer leaves on disk before ``finalize``: header and whole chunks only."""
+    encryptor = StreamEncryptor(KEY, aad=AAD, chunk_size=CS)
+    return encryptor.update(plaintext)
+
+
+@pytest.mark.parametrize("cut", [1, 17, CS + TAG - 1])
+def test_a_torn_stream_is_sealed_at_its_last_whole_chunk(cut: int) -> None:
+    plaintext = random.Random(3).randbytes(6 * CS)
+    torn = unsealed(plaintext)[: HEADER + 5 * (CS + TAG) + cut]  # the 6th chunk cut short
+    sealed, stream = reseal(torn)
+    assert sealed == TornSeal(kept=5 * CS, dropped=cut, whole=False)
+    assert decrypt(stream) == plaintext[: 5 * CS]
+    assert len(stream) == ciphertext_size(5 * CS, CS)
+
+
+def test_a_stream_cut_at_a_chunk_boundary_keeps_every_chunk() -> None:
+    plaintext = random.Random(4).randbytes(3 * CS)
+    sealed, stream = reseal(unsealed(plaintext))
+    assert sealed == TornSeal(kept=3 * CS, dropped=0, whole=False)
+    assert decrypt(stream) == plaintext
+
+
+def test_a_stream_with_its_final_chunk_is_kept_whole() -> None:
+    plaintext = random.Random(5).randbytes(2 * CS + 7)
+    original = encrypt(plaintext)
+    sealed, stream = reseal(original)
+    assert sealed == TornSeal(kept=len(plaintext), dropped=0, whole=True)
+    assert decrypt(stream) == plaintext
+    assert stream[:HEADER] != original[:HEADER]  # a fresh nonce prefix: no nonce is used twice
+
+
+@pytest.mark.parametrize("cut", [0, 1, HEADER - 1])
+def test_a_stream_cut_inside_its_header_is_refused(cut: int) -> None:
+    out: list[bytes] = []
+    with pytest.raises(IntegrityError, match="header"):
+        seal_torn_stream(KEY, [unsealed(b"x" * CS)[:cut]], aad=AAD, write=out.append)
+    assert out == []
+
+
+@pytest.mark.parametrize("chunk", [0, 2, 4])
+def test_a_flipped_byte_in_a_whole_chunk_is_refused_not_salvaged(chunk: int) -> None:
+    plaintext = random.Random(6).randbytes(5 * CS + 300)
+    torn = bytearray(unsealed(plaintext) + b"torn tail")
+    torn[HEADER + chunk * (CS + TAG) + 5] ^= 0x01
+    with pytest.raises(IntegrityError, match=f"chunk {chunk} failed"):
+        reseal(bytes(torn))
+
+
+def test_a_torn_stream_under_another_recording_is_refused() -> None:
+    torn = unsealed(b"y" * 2 * CS) + b"tail"
+    with pytest.raises(IntegrityError):
+        seal_torn_stream(KEY, [torn], aad=b"recording:rec_other", write=lambda data: None)
