@@ -77,6 +77,9 @@ class RecordingPublic(BaseModel):
     """When the audio started."""
     ended_at: datetime | None
     """When the audio ended."""
+    recovered: bool
+    """Whether the audio was recovered after a crash cut a live capture: kept up to the
+    last whole encrypted chunk (64 KiB) spooled before the crash; what came after is lost."""
     created_at: datetime
     """When callrec created the recording."""
 

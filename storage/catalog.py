@@ -37,6 +37,11 @@ _NEXT_STATES: Mapping[RecordingState, frozenset[RecordingState]] = {
 }
 
 
+# Channels whose audio arrives live: a crash cuts the capture, and what was spooled is
+# all there will ever be (an upload can be sent again by the platform).
+LIVE_CHANNELS = frozenset({"whip", "siprec"})
+
+
 class Recording(SQLModel, table=True):
     """One stored call recording; its purposes live in ``RecordingPurpose`` rows."""
 
@@ -82,6 +87,8 @@ class Recording(SQLModel, table=True):
     purpose_names: str = Field(default="", max_length=200)
     last_expiry: datetime | None = Field(default=None, index=True, sa_type=UTCDateTime)
     failure: str | None = Field(default=None, sa_type=sa.Text)
+    # Sealed from the spool of a live capture cut by a crash: its tail may be missing.
+    recovered: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     created_at: datetime = Field(sa_type=UTCDateTime)
     updated_at: datetime = Field(sa_type=UTCDateTime)
     purged_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -4,6 +4,10 @@ Audio is encrypted before it touches the disk. A ``.part`` file is a capture in
 progress; sealing it (final chunk written) renames it ``.sealed``. Only the vault
 decides when a spool may go: once the catalog says the recording is stored.
 
+A live capture's ``.part`` whose writer died (``kill -9``) is re-sealed by recovery at
+its last whole chunk (``crypto.seal_torn_stream``) into a ``.resealing`` file, renamed
+``.sealed`` once whole; an upload's ``.part`` is given up (the platform sends it again).
+
 A spool has one owner. Its writer holds an exclusive ``flock`` on the file from the
 moment it is created until the vault is done with it (stored, or left for a retry),
 however long the call; the kernel drops the lock with the process, so a spool whose
@@ -27,6 +31,8 @@ from storage import crypto
 from storage.multipart import PartUploader
 
 PART_SUFFIX, SEALED_SUFFIX = ".part", ".sealed"
+# A torn live spool being re-sealed by recovery; renamed ``.sealed`` once whole.
+RESEAL_SUFFIX = ".resealing"
 # Fed to the encryptor in slices of a few chunks: it returns each call's ciphertext as
 # one new buffer, and buffers this small are recycled by the allocator, while fresh
 # ones of a MiB fault in page by page (which doubled the cost of encryption).

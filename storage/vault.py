@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,6 +41,7 @@ from storage.multipart import PartBuffers, PartUploader
 from storage.objectstore import ObjectStore, PutResult
 from storage.spool import (
     PART_SUFFIX,
+    RESEAL_SUFFIX,
     SEALED_SUFFIX,
     SpoolWriter,
     claim_spool,
@@ -250,9 +252,11 @@ class Vault:
 
         Only spools whose writer is gone are touched (see ``storage.spool``): a capture
         or an upload still running, however long, keeps its spool. Sealed spools are
-        uploaded (or just removed if the catalog already says stored); unsealed ones
-        lost the tail of their audio with the process that wrote them, and so did
-        sealed ones that a power cut tore before they were fsynced or uploaded.
+        uploaded (or just removed if the catalog already says stored). An unsealed
+        spool of a live capture is sealed at its last whole chunk and uploaded, marked
+        recovered; an unsealed upload lost its tail with the process that wrote it
+        (the platform can send it again), and so did sealed spools that a power cut
+        tore before they were fsynced or uploaded: those recordings fail.
         """
         with self._engine.connect() as connection:
             if not self._audit.check_head(connection).ok:
@@ -273,23 +277,98 @@ class Vault:
     def _recover_one(self, path: Path, *, now: datetime) -> Recording | None:
         """Upload or fail one spool that nobody owns; None if there was nothing to upload."""
         recording_id = path.stem
+        if path.suffix == RESEAL_SUFFIX:  # a recovery died while re-sealing: the .part is left
+            path.unlink(missing_ok=True)
+            return None
         with session_scope(self._engine) as session:
             recording = session.get(Recording, recording_id)
             if recording is None or recording.state != RecordingState.RECORDING:
                 path.unlink(missing_ok=True)
                 return None
-            if path.suffix == SEALED_SUFFIX and self._check_spool(session, recording, path):
+            live = sealed = False
+            if path.suffix == PART_SUFFIX and recording.channel in catalog.LIVE_CHANNELS:
+                live = True
+            elif path.suffix == SEALED_SUFFIX and self._check_spool(session, recording, path):
                 sealed = True
             else:
                 reason = "capture interrupted" if path.suffix == PART_SUFFIX else "spool torn"
                 self._fail(session, recording, reason=reason, now=now)
                 sealed = False
+        if live:
+            return self._recover_live(recording, path, now=now)
         if not sealed:
             path.unlink(missing_ok=True)
             self._abort_parts(recording.object_key)
             return None
         self.upload_retries += 1
         return self._upload(recording_id, path, now=now, streamed=None)
+
+    def _recover_live(self, recording: Recording, path: Path, *, now: datetime) -> Recording | None:
+        """Seal a dead live capture's spool at its last whole chunk, mark it recovered, store it.
+
+        Crash-safe in each step: the torn ``.part`` goes only once the ``.sealed`` that
+        replaces it is durable, and the catalog learns the new spool's facts first, so
+        a recovery that dies anywhere leaves work the next one finishes.
+        """
+        sealed_path = path.with_suffix(SEALED_SUFFIX)
+        if sealed_path.exists():  # sealed by a recovery that died before removing the .part
+            path.unlink(missing_ok=True)
+            return None
+        work = path.with_suffix(RESEAL_SUFFIX)
+        work.unlink(missing_ok=True)  # a dead recovery's: we hold the .part, nobody writes it
+        with Session(self._engine) as session:
+            key = self._keyring.recording_key(session, recording_id=recording.id)
+        out = create_spool(work)  # locked until the upload is done, like a writer's
+        try:
+            try:
+                with open(path, "rb") as torn:
+                    kept = crypto.seal_torn_stream(
+                        key,
+                        iter(lambda: torn.read(1024 * 1024), b""),
+                        aad=recording_aad(recording.id),
+                        write=out.write,
+                    )
+            except IntegrityError as exc:  # tampered, or cut in its header: nothing to keep
+                log.warning("recording %s: live spool not recovered: %s", recording.id, exc)
+                work.unlink(missing_ok=True)
+                with session_scope(self._engine) as session:
+                    self._fail(
+                        session, _require(session, recording.id), reason="spool torn", now=now
+                    )
+                path.unlink(missing_ok=True)
+                self._abort_parts(recording.object_key)
+                return None
+            out.flush()
+            with session_scope(self._engine) as session:
+                recording = _require(session, recording.id)
+                if not self._check_spool(session, recording, work, refresh=True):
+                    raise IntegrityError(f"re-sealed spool of {recording.id} does not authenticate")
+                if not recording.recovered:  # once, though a recovery may die and redo this
+                    recording.recovered = True
+                    self._audit.append(
+                        session,
+                        kind="recording.recovered",
+                        actor="callrec",
+                        now=now,
+                        client_id=recording.client_id,
+                        subject=recording.id,
+                        data={
+                            "call_id": recording.call_id,
+                            "reason": "capture interrupted",
+                            "audio_kept": kept.kept,
+                            "torn_bytes_dropped": kept.dropped,
+                            "whole": kept.whole,
+                        },
+                    )
+                session.add(recording)
+            os.replace(work, sealed_path)  # our lock moves with the file
+            fsync_spool(sealed_path)
+            path.unlink(missing_ok=True)
+            self.upload_retries += 1
+            # No streamed upload: any parts the capture sent are aborted, the spool goes whole.
+            return self._upload(recording.id, sealed_path, now=now, streamed=None)
+        finally:
+            out.close()
 
     def spool_backlog(self, *, now: datetime) -> tuple[int, float]:
         """Whole recordings in the spool, not (yet) in S3, and the oldest one's wait in seconds."""
@@ -419,7 +498,9 @@ class Vault:
             key, path, tags=tags, part_size=self._part_size, concurrency=self._concurrency
         )
 
-    def _check_spool(self, session: Session, recording: Recording, path: Path) -> bool:
+    def _check_spool(
+        self, session: Session, recording: Recording, path: Path, *, refresh: bool = False
+    ) -> bool:
         """Whether a sealed spool authenticates to its end; fill in its size and hash.
 
         Sealing does not fsync (see ``_upload``), so a power cut before the upload
@@ -442,7 +523,7 @@ class Vault:
         except IntegrityError as exc:
             log.warning("recording %s: sealed spool does not authenticate: %s", recording.id, exc)
             return False
-        if recording.sha256 is None:
+        if recording.sha256 is None or refresh:
             recording.size, recording.sha256 = path.stat().st_size, digest.hexdigest()
             recording.audio_size, recording.audio_sha256 = audio_size, audio_digest.hexdigest()
             session.add(recording)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import threading
@@ -17,7 +18,7 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from storage import catalog
+from storage import catalog, crypto
 from storage.audit import AuditLog
 from storage.catalog import Recording, RecordingState
 from storage.db import session_scope
@@ -433,3 +434,108 @@ def test_torn_sealed_spool_is_not_uploaded(
     assert recording is not None and recording.state == RecordingState.FAILED
     assert recording.failure == "spool torn"
     assert list(object_store.list_keys("acme/")) == []
+
+
+def _live(now: datetime, call_id: str = "call-live") -> RecordingDraft:
+    return replace(_draft(now, call_id), channel="whip")
+
+
+def test_a_live_capture_cut_by_a_crash_is_sealed_and_stored_as_recovered(
+    vault: Vault,
+    object_store: ObjectStore,
+    s3_admin: S3Client,
+    engine: Engine,
+    now: datetime,
+    tmp_path: Path,
+) -> None:
+    writer = vault.begin(_live(now), now=now)
+    audio = _write_parts(writer, 1.3)  # a part went up during the call
+    writer.write(b"tail not yet in a whole chunk")
+    writer._file.flush()  # what the kernel has of it when the process dies
+    writer.release()  # the process dies mid-call: never sealed, its lock gone
+    assert _uploads(s3_admin, object_store.bucket)
+    assert vault.recover(now=now) == 1
+    with Session(engine) as session:
+        recording = catalog.get_recording(session, writer.recording_id)
+    assert recording is not None and recording.state == RecordingState.STORED
+    assert recording.recovered
+    kept = len(audio) // crypto.DEFAULT_CHUNK_SIZE * crypto.DEFAULT_CHUNK_SIZE
+    assert _plaintext(vault, recording) == audio[:kept]
+    assert recording.audio_size == kept
+    assert recording.audio_sha256 == hashlib.sha256(audio[:kept]).hexdigest()
+    stored = b"".join(object_store.get_stream(recording.object_key))
+    assert (recording.size, recording.sha256) == (len(stored), hashlib.sha256(stored).hexdigest())
+    assert len(object_store.list_versions(recording.object_key)) == 1
+    assert _uploads(s3_admin, object_store.bucket) == []  # the call's parts are not left behind
+    assert list((tmp_path / "spool").iterdir()) == []
+    assert _audit_kinds(engine) == ["recording.recovered", "recording.stored"]
+    event = _audit_data(engine, "recording.recovered")
+    assert event["audio_kept"] == kept and event["whole"] is False
+
+
+def test_an_upload_cut_by_a_crash_is_not_recovered(
+    vault: Vault, engine: Engine, now: datetime
+) -> None:
+    writer = vault.begin(_draft(now), now=now)
+    writer.write(AUDIO)
+    writer.release()
+    assert vault.recover(now=now) == 0
+    with Session(engine) as session:
+        recording = catalog.get_recording(session, writer.recording_id)
+    assert recording is not None and recording.state == RecordingState.FAILED
+    assert not recording.recovered
+
+
+def test_a_tampered_live_spool_is_refused(
+    vault: Vault, object_store: ObjectStore, engine: Engine, now: datetime, tmp_path: Path
+) -> None:
+    writer = vault.begin(_live(now), now=now)
+    writer.write(AUDIO)
+    writer._file.flush()
+    writer.release()
+    with open(writer.path, "r+b") as spool:  # one bit of the second chunk flipped
+        spool.seek(crypto.HEADER_SIZE + crypto.DEFAULT_CHUNK_SIZE + 16 + 100)
+        byte = spool.read(1)
+        spool.seek(-1, os.SEEK_CUR)
+        spool.write(bytes([byte[0] ^ 1]))
+    assert vault.recover(now=now) == 0
+    with Session(engine) as session:
+        recording = catalog.get_recording(session, writer.recording_id)
+    assert recording is not None
+    assert (recording.state, recording.failure) == (RecordingState.FAILED, "spool torn")
+    assert list(object_store.list_keys("acme/")) == []
+    assert list((tmp_path / "spool").iterdir()) == []
+
+
+def test_a_recovery_that_died_while_sealing_is_finished_by_the_next(
+    vault: Vault, engine: Engine, now: datetime, tmp_path: Path
+) -> None:
+    writer = vault.begin(_live(now), now=now)
+    writer.write(AUDIO)
+    writer._file.flush()
+    writer.release()
+    leftover = writer.path.with_suffix(".resealing")
+    leftover.write_bytes(b"half a sealed spool")  # its recovery died here
+    assert vault.recover(now=now) == 1
+    with Session(engine) as session:
+        recording = catalog.get_recording(session, writer.recording_id)
+    assert recording is not None and recording.state == RecordingState.STORED
+    kept = len(AUDIO) // crypto.DEFAULT_CHUNK_SIZE * crypto.DEFAULT_CHUNK_SIZE
+    assert _plaintext(vault, recording) == AUDIO[:kept]
+    assert list((tmp_path / "spool").iterdir()) == []
+    assert _audit_kinds(engine) == ["recording.recovered", "recording.stored"]
+
+
+def _audit_data(engine: Engine, kind: str) -> dict[str, object]:
+    from sqlmodel import select
+
+    from storage.audit import AuditEvent
+
+    with Session(engine) as session:
+        (event,) = session.exec(select(AuditEvent).where(AuditEvent.kind == kind)).all()
+        data: dict[str, object] = json.loads(event.data)
+        return data
+
+
+def _uploads(s3_admin: S3Client, bucket: str) -> list[str]:
+    return [u["Key"] for u in s3_admin.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
