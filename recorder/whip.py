@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Annotated, Any
 
 import aioice.ice
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription, sdp
 from aiortc.rtp import RtpPacket
 from fastapi import APIRouter, Depends, FastAPI, Request, Response, status
 from pydantic import BaseModel, Field
@@ -135,8 +135,13 @@ async def _answer(pc: RTCPeerConnection, offer: str) -> int:
         raise InvalidRequest("the offer has no audio section", code="invalid_sdp")
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
-    except (ValueError, KeyError, IndexError) as exc:
+    # aiortc's parser meets a cut-off line with whatever error its code trips on.
+    except (ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:
         raise InvalidRequest(f"the SDP offer cannot be used: {exc}", code="invalid_sdp") from exc
+    sections = [m for m in sdp.SessionDescription.parse(offer).media if m.kind == "audio"]
+    if any(not any(c.mimeType.lower() == "audio/opus" for c in m.rtp.codecs) for m in sections):
+        # aiortc would answer with the offer's other codec: a live call is kept as Opus only.
+        raise InvalidRequest("every audio section must offer Opus", code="invalid_sdp")
     opus = [
         codec
         for codec in (RTCRtpReceiver.getCapabilities("audio") or _no_codecs()).codecs
