@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -104,6 +105,31 @@ def test_serve_on_a_port_in_use_is_one_line(tmp_path: Path) -> None:
         result = _run(_env(tmp_path / "var"), "serve", "--port", str(port))
     _assert_one_clear_line(result, "in use")
     assert not (tmp_path / "var" / "s3").exists(), "nothing started before the port was had"
+
+
+def test_serve_turns_nagle_off_on_every_connection() -> None:
+    from recorder.cli import _listen
+
+    listener = _listen("127.0.0.1", 0)
+
+    async def accept_one() -> int:
+        accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            sock = writer.get_extra_info("socket")
+            accepted.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        async with await asyncio.start_server(connected, sock=listener):
+            _, writer = await asyncio.open_connection(*listener.getsockname()[:2])
+            try:
+                return await asyncio.wait_for(accepted, 10)
+            finally:
+                writer.close()
+                await writer.wait_closed()
+
+    # Otherwise an answer written in two pieces waits for the client's delayed ACK.
+    assert asyncio.run(accept_one()) != 0
 
 
 def test_refuses_a_database_url_without_a_master_key(s3_server: EmbeddedS3, tmp_path: Path) -> None:
