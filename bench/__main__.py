@@ -11,6 +11,7 @@ from bench import (
     store_rss,
     store_typical,
     store_upload,
+    whip_sessions,
 )
 
 if __name__ == "__main__":
@@ -30,3 +31,5 @@ if __name__ == "__main__":
     purge.run()
     print("== retention: report over 1,000,000 recordings on PostgreSQL ==")
     report.run()
+    print("== recorder: concurrent WHIP sessions vs stock aiortc MediaRecorder ==")
+    whip_sessions.run()
