@@ -29,6 +29,7 @@ from storage import catalog, crypto
 from storage.audit import AuditLog
 from storage.catalog import Recording, RecordingState
 from storage.db import session_scope
+from storage.duration import DurationProbe
 from storage.errors import (
     IntegrityError,
     ObjectStoreError,
@@ -341,8 +342,12 @@ class Vault:
             out.flush()
             with session_scope(self._engine) as session:
                 recording = _require(session, recording.id)
-                if not self._check_spool(session, recording, work, refresh=True):
+                probe = DurationProbe(recording.container)
+                if not self._check_spool(
+                    session, recording, work, refresh=True, audio_sink=probe.feed
+                ):
                     raise IntegrityError(f"re-sealed spool of {recording.id} does not authenticate")
+                recording.duration_s = probe.seconds()  # what was counted died with the process
                 if not recording.recovered:  # once, though a recovery may die and redo this
                     recording.recovered = True
                     self._audit.append(
@@ -499,7 +504,13 @@ class Vault:
         )
 
     def _check_spool(
-        self, session: Session, recording: Recording, path: Path, *, refresh: bool = False
+        self,
+        session: Session,
+        recording: Recording,
+        path: Path,
+        *,
+        refresh: bool = False,
+        audio_sink: Callable[[bytes], object] | None = None,
     ) -> bool:
         """Whether a sealed spool authenticates to its end; fill in its size and hash.
 
@@ -517,9 +528,13 @@ class Vault:
                     audio = decryptor.update(block)
                     audio_digest.update(audio)
                     audio_size += len(audio)
+                    if audio_sink is not None:
+                        audio_sink(audio)
             audio = decryptor.finalize()
             audio_digest.update(audio)
             audio_size += len(audio)
+            if audio_sink is not None:
+                audio_sink(audio)
         except IntegrityError as exc:
             log.warning("recording %s: sealed spool does not authenticate: %s", recording.id, exc)
             return False
