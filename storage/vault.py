@@ -340,6 +340,9 @@ class Vault:
                 self._abort_parts(recording.object_key)
                 return None
             out.flush()
+            # Durable before its name is: a .sealed found later must be whole, since
+            # finding one is what lets a recovery drop the torn .part.
+            os.fsync(out.fileno())
             with session_scope(self._engine) as session:
                 recording = _require(session, recording.id)
                 probe = DurationProbe(recording.container)

@@ -539,3 +539,32 @@ def _audit_data(engine: Engine, kind: str) -> dict[str, object]:
 
 def _uploads(s3_admin: S3Client, bucket: str) -> list[str]:
     return [u["Key"] for u in s3_admin.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+
+
+def test_a_recovered_live_capture_waits_for_s3_like_any_sealed_spool(
+    engine: Engine,
+    object_store: ObjectStore,
+    dead_store: ObjectStore,
+    now: datetime,
+    tmp_path: Path,
+) -> None:
+    spool = tmp_path / "spool"
+    vault = _vault(engine, dead_store, spool)
+    writer = vault.begin(_live(now), now=now)
+    writer.write(AUDIO)
+    writer._file.flush()
+    writer.release()
+    assert vault.recover(now=now) == 0  # sealed at its last whole chunk, but S3 is down
+    assert [p.suffix for p in spool.iterdir()] == [".sealed"]
+    writer.path.write_bytes(b"a torn spool a recovery died before removing")
+
+    vault = _vault(engine, object_store, spool)  # S3 is back
+    assert vault.recover(now=now) == 1
+    with Session(engine) as session:
+        recording = catalog.get_recording(session, writer.recording_id)
+    assert recording is not None and recording.state == RecordingState.STORED
+    assert recording.recovered
+    kept = len(AUDIO) // crypto.DEFAULT_CHUNK_SIZE * crypto.DEFAULT_CHUNK_SIZE
+    assert _plaintext(vault, recording) == AUDIO[:kept]
+    assert list(spool.iterdir()) == []
+    assert _audit_kinds(engine) == ["recording.recovered", "recording.stored"]
