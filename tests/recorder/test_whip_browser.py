@@ -55,12 +55,14 @@ const report = (what) => fetch("/done", {method: "POST", body: JSON.stringify(wh
     // Media to loopback only: the offer keeps only the UDP candidates on 127.0.0.1.
     const offer = pc.localDescription.sdp.split("\r\n").filter((line) =>
       !line.startsWith("a=candidate:") || / udp \d+ 127\.0\.0\.1 /i.test(line)).join("\r\n");
+    const times = {posting: performance.now()};  // the session runs between POST and DELETE
     const posted = await fetch(gateway + url, {
       method: "POST",
       headers: {"Authorization": "Bearer " + key, "Content-Type": "application/sdp"},
       body: offer,
     });
     if (posted.status !== 201) throw new Error("POST " + posted.status + " " + await posted.text());
+    times.posted = performance.now();
     const location = posted.headers.get("Location");
     await pc.setRemoteDescription({type: "answer", sdp: await posted.text()});
     await new Promise((done, fail) => {
@@ -81,13 +83,14 @@ const report = (what) => fetch("/done", {method: "POST", body: JSON.stringify(wh
                    requestsReceived: s.requestsReceived});
       }
     });
+    times.deleting = performance.now();
     const deleted = await fetch(gateway + location, {
       method: "DELETE", headers: {"Authorization": "Bearer " + key},
     });
+    times.deleted = performance.now();
     const ended = await deleted.json();
     pc.close();
-    await report({ok: deleted.status === 200, ended, candidates,
-                  offer, used});
+    await report({ok: deleted.status === 200, ended, candidates, offer, used, times});
   } catch (e) {
     await report({ok: false, error: String(e), candidates});
   }
@@ -260,7 +263,13 @@ def test_a_browser_publishes_a_tone_over_whip(
         ).json()
         assert recording["state"] == "stored"
         assert recording["channels"] == 1
-        assert recording["duration_s"] == pytest.approx(PUBLISH_S, abs=0.5)
+        # The session's clock ran at least from the POST's answer to the DELETE's sending,
+        # at most from the one's sending to the other's answer (milliseconds, the page's).
+        times = result["times"]
+        shortest = (times["deleting"] - times["posted"]) / 1000
+        longest = (times["deleted"] - times["posting"]) / 1000
+        assert shortest - 0.02 <= recording["duration_s"] <= longest + 0.02, (times, recording)
+        assert recording["duration_s"] >= PUBLISH_S
         audio = client.get(f"/v1/recordings/{recording['id']}/audio", headers=tenant.client_admin)
         assert audio.status_code == 200, audio.text
     channels = decode_channels(audio.content)
