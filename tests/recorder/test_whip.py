@@ -526,3 +526,46 @@ def test_live_sessions_on_metrics(client: TestClient, tenant: Tenant) -> None:
     assert received >= 2 * 50 * (recording["duration_s"] - 0.2)
     assert metric(after, "callrec_live_packets_lost_total") == 0
     assert metric(after, "callrec_live_packets_late_total") >= 0
+
+
+@pytest.fixture
+def replica(
+    whip_backend: StorageBackend, tmp_path: Path, now: datetime, clock: Clock
+) -> Iterator[TestClient]:
+    """A second gateway on the same database and bucket, with a spool of its own."""
+    settings = whip_backend.settings.model_copy(update={"data_dir": tmp_path / "replica"})
+    backend = StorageBackend(settings)
+    backend.start(now=now)
+    with TestClient(create_app(backend, clock=clock), raise_server_exceptions=False) as client:
+        yield client
+    backend.stop()
+
+
+def test_an_opt_out_taken_by_another_gateway_discards_the_live_capture(
+    client: TestClient, replica: TestClient, whip_backend: StorageBackend
+) -> None:
+    tenant = make_tenant(client)
+    decision = _decide(client, tenant, "two-gateways")
+    live = client.app.state.live  # type: ignore[attr-defined]
+    latency: list[float] = []
+
+    async def call() -> None:
+        publisher = Publisher(client, tenant.integrator, [440])
+        await publisher.publish(decision["whip_url"])
+        await asyncio.sleep(1.0)
+        opted_out = await asyncio.to_thread(
+            replica.post, "/v1/calls/two-gateways/opt-out", headers=tenant.integrator
+        )
+        assert opted_out.status_code == 200, opted_out.text
+        answered = time.monotonic()
+        await _until(lambda: live.active == 0, "the opt-out reaching the other gateway")
+        latency.append(time.monotonic() - answered)
+        await publisher.pc.close()
+
+    _run(call)
+
+    listed = replica.get("/v1/recordings", headers=tenant.client_admin).json()["items"]
+    assert [r["state"] for r in listed] == ["failed"]
+    assert not [key for key in whip_backend.store.list_keys() if key.startswith(tenant.id)]
+    assert live.ended.get("caller_opted_out") == 1
+    assert latency
