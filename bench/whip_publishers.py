@@ -34,6 +34,9 @@ from recorder.whip import use_ice_addresses
 RATE = 48_000
 FRAME = 960  # 20 ms
 TIME_BASE = fractions.Fraction(1, RATE)
+# The gateway keeps a packet that comes up to 80 ms after its time (its reorder
+# allowance): a publisher this far behind shows that lateness starts on this side.
+BEHIND_S = 0.08
 TONES = (330.0, 440.0, 550.0, 660.0, 770.0, 880.0, 990.0, 1100.0)
 
 
@@ -66,6 +69,7 @@ class PreEncoded(MediaStreamTrack):
     def __init__(self, packets: list[bytes]) -> None:
         super().__init__()
         self._packets, self.sent, self._start = packets, 0, 0.0
+        self.behind = 0  # packets handed to aiortc more than BEHIND_S after their time
 
     async def recv(self) -> av.Packet:  # type: ignore[type-arg]
         if self.sent == 0:
@@ -73,6 +77,8 @@ class PreEncoded(MediaStreamTrack):
         wait = self._start + self.sent * FRAME / RATE - time.monotonic()
         if wait > 0:
             await asyncio.sleep(wait)
+        elif wait < -BEHIND_S:
+            self.behind += 1
         packet = av.Packet(self._packets[self.sent % len(self._packets)])
         packet.pts, packet.time_base = self.sent * FRAME, TIME_BASE
         self.sent += 1
@@ -161,6 +167,7 @@ async def run(config: dict[str, Any]) -> dict[str, Any]:
     loaded = sorted(s.post_s for s in sessions if s.live_at_post >= 0.75 * len(sessions))
     return {
         "sent": sum(e[2] for e in ended),
+        "behind": sum(s.track.behind for s in sessions),
         "ended": [[status, body] for status, body, _ in ended],
         "post_p50_ms": 1000 * statistics.median(posts),
         "post_p95_ms": 1000 * _p95(posts),

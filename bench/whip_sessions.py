@@ -26,7 +26,9 @@ Figures:
 - the ratio of callrec's CPU per session to stock aiortc's (``bench.whip_stock``:
   ``MediaRecorder`` to Ogg/Opus, which decodes and encodes again) with the same
   publishers in the same run, at ``COMPARE_SESSIONS`` (both must keep up there);
-  goal ≤ 0.3.
+  goal ≤ 0.3;
+- the publishers' own CPU, and the share of packets they sent more than 80 ms behind
+  time: lateness that starts on their side, not the gateway's.
 
 ``python -m bench.whip_sessions [SESSIONS ...]`` runs the capacity figures at each
 count given (default ``SESSIONS``).
@@ -260,7 +262,8 @@ def capacity(workdir: Path, sessions: int) -> None:
     print(
         f"  gateway CPU {100 * run.cpu_share:.0f} % of a core = "
         f"{100 * run.cpu_per_session:.2f} % per session; its SeaweedFS "
-        f"{100 * run.weed_cpu_share:.0f} %; publishers {100 * pub['publisher_cpu_share']:.0f} %"
+        f"{100 * run.weed_cpu_share:.0f} %; publishers {100 * pub['publisher_cpu_share']:.0f} %, "
+        f"which sent {100 * pub['behind'] / pub['sent']:.2f} % of packets > 80 ms behind time"
     )
     print(
         f"  gateway RSS {run.rss_before / 2**20:.0f} → {run.rss_held / 2**20:.0f} MiB = "
