@@ -29,7 +29,7 @@ import av
 import httpx2 as httpx
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-from recorder.whip import use_ice_addresses
+from recorder.ice import use_ice_addresses
 
 RATE = 48_000
 FRAME = 960  # 20 ms

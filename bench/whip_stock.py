@@ -21,7 +21,7 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 from aiortc.contrib.media import MediaRecorder
 from fastapi import FastAPI, Request, Response
 
-from recorder.whip import use_ice_addresses
+from recorder.ice import use_ice_addresses
 
 
 def create(directory: Path) -> FastAPI:

@@ -24,7 +24,7 @@ from prometheus_client import (
 from consent import api as consent_api
 from consent.api_auth import guards_of
 from consent.api_context import ApiContext
-from recorder import call_control, recordings, whip
+from recorder import call_control, ice, recordings, whip
 from recorder.errors import install_error_handlers
 from recorder.live import LiveCaptures, LiveLimits
 from recorder.metrics import DomainMetrics, LiveCollector
@@ -95,7 +95,7 @@ def create_app(
         ),
     )
     if settings.ice_addresses is not None:
-        whip.use_ice_addresses(settings.ice_addresses)
+        ice.use_ice_addresses(settings.ice_addresses)
     install_error_handlers(app)
     whip.install_cors(app)
     _install_metrics(app, backend, clock)

@@ -14,12 +14,10 @@ session, whose timelines do the jitter handling. aiortc's decoder thread then id
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any
 
-import aioice.ice
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription, sdp
 from aiortc.rtp import RtpPacket
 from fastapi import APIRouter, Depends, FastAPI, Request, Response, status
@@ -44,55 +42,6 @@ CORS = {
 
 router = APIRouter(prefix="/v1", tags=["whip"])
 _PREFIX = "/v1/whip/"
-
-
-def use_ice_addresses(addresses: Sequence[str]) -> None:
-    """Offer ICE host candidates on exactly these addresses (loopback included).
-
-    aioice gathers every address but 127.0.0.1 and has no setting for it, so its
-    gathering function is replaced for the process.
-    """
-    chosen = list(addresses)
-
-    def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        return [a for a in chosen if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
-
-    aioice.ice.get_host_addresses = host_addresses
-    _keep_loopback_to_itself()
-
-
-def _keep_loopback_to_itself() -> None:
-    """Ignore checks that reach a loopback candidate from an address outside loopback.
-
-    A loopback address is reachable from this host alone, so a peer that reaches it
-    from another address is on this host too, sending from one of its own interfaces;
-    aioice would learn that address as peer-reflexive and send media there. Refusing
-    the pair keeps a loopback session on loopback (the peer's loopback pair remains).
-    """
-    connection = aioice.ice.Connection
-    received = connection.request_received
-    if getattr(received, "loopback_only", False):
-        return  # already in place: every app in this process shares aioice
-
-    def request_received(
-        self: aioice.ice.Connection,
-        message: Any,
-        addr: tuple[str, int],
-        protocol: Any,
-    ) -> None:
-        if _loopback(protocol.local_candidate.host) and not _loopback(addr[0]):
-            return
-        received(self, message, addr, protocol)
-
-    request_received.loopback_only = True  # type: ignore[attr-defined]
-    connection.request_received = request_received  # type: ignore[method-assign]
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
-    except ValueError:
-        return False
 
 
 def get_live(request: Request) -> LiveCaptures:
@@ -295,4 +244,4 @@ def install_cors(app: FastAPI) -> None:
         return response
 
 
-__all__ = ["CORS", "install_cors", "router", "use_ice_addresses"]
+__all__ = ["CORS", "install_cors", "router"]

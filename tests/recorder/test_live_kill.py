@@ -23,7 +23,7 @@ import av
 import httpx2 as httpx
 import pytest
 
-from recorder.whip import use_ice_addresses
+from recorder.ice import use_ice_addresses
 from storage import crypto
 from storage.embedded_s3 import EmbeddedS3
 from tests.conftest import drop_bucket, unique_bucket

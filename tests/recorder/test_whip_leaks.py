@@ -167,9 +167,15 @@ def test_ice_that_never_completes_is_released_with_nothing_kept(
     during = _footprint(client, data_dir)  # the counts see a session that lives
     assert during.udp_sockets > baseline.udp_sockets and during.tasks > baseline.tasks
     assert during.spool_files == baseline.spool_files + 1
-    # Released by the media timeout (or ICE's own failure, whichever comes first).
-    assert _settles(client, data_dir, baseline, within=MEDIA_TIMEOUT_S + 10) == baseline
-    assert client.app.state.live.active == 0  # type: ignore[attr-defined]
+    # Released by the media timeout (or ICE's own failure, whichever comes first). The
+    # session counts as live until its discard is committed, which comes after its
+    # sockets and its spool are gone: wait for that, then for the footprint.
+    live = client.app.state.live  # type: ignore[attr-defined]
+    deadline = time.monotonic() + MEDIA_TIMEOUT_S + 10
+    while live.active and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert live.active == 0
+    assert _settles(client, data_dir, baseline, within=5) == baseline
     listed = client.get("/v1/recordings", headers=tenant.client_admin).json()["items"]
     assert [r["state"] for r in listed] == ["failed"]
     assert not any(key.startswith(f"{tenant.id}/") for key in leak_backend.store.list_keys())
