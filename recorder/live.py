@@ -10,7 +10,8 @@ payloads, and closes it. Everything else happens here, the same for every transp
   recording's encrypted spool, whose parts leave for S3 during the call;
 - the call's row is the truth for call control: the loop reads the rows of its live
   calls twice a second, so caller consent, pause, resume, opt-out and end reach a
-  session within a second whichever replica took the request;
+  session within a second whichever replica took the request, and at once when this
+  replica committed them (the audit feed wakes the loop);
 - an ended session is stored (``Vault.finish``), a discarded one leaves nothing
   (``Vault.discard``: spool removed, upload aborted, key destroyed, audited).
 """
@@ -18,6 +19,7 @@ payloads, and closes it. Everything else happens here, the same for every transp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -38,7 +40,9 @@ from recorder._exceptions import CaptureBusy, UnknownSession
 from recorder.capture.codecs import Codec
 from recorder.capture.reception import Reception
 from recorder.capture.session import CaptureSession, CaptureState, EndCause
+from storage import audit_feed
 from storage.audit import AuditEntry, AuditLog
+from storage.audit_feed import FedEvent
 from storage.catalog import Recording
 from storage.db import session_scope
 from storage.errors import CallrecError
@@ -47,6 +51,9 @@ from storage.spool import SpoolWriter
 from storage.vault import RecordingDraft, Vault
 
 log = logging.getLogger(__name__)
+
+# Audit events after which a live call's row or grant may say something new.
+_CONTROL_KINDS = ("call.", "consent.revoked")
 
 
 @dataclass(frozen=True)
@@ -128,6 +135,7 @@ class LiveCaptures:
         self._monotonic = monotonic
         self._calls: dict[str, LiveCall] = {}
         self._loop_task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()  # set when call control was committed here
         self.ended: dict[str, int] = {}  # sessions ended or discarded, by cause
         self._settled = LiveTally()  # the figures of calls no longer live
         # A scrape reads from another thread: a call is counted live or settled, never both.
@@ -276,6 +284,17 @@ class LiveCaptures:
         return call.recording
 
     async def start(self) -> None:
+        self._wake = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def heard(events: Sequence[FedEvent]) -> None:
+            # Runs in the thread that committed; call control made on this gateway
+            # reaches its sessions at once instead of at the next read of the rows.
+            if self._calls and any(e.kind.startswith(_CONTROL_KINDS) for e in events):
+                with contextlib.suppress(RuntimeError):  # the loop has closed
+                    loop.call_soon_threadsafe(self._wake.set)
+
+        audit_feed.watch(self._engine, heard)
         self._loop_task = asyncio.create_task(self._run(), name="live-captures")
 
     async def stop(self) -> None:
@@ -292,10 +311,13 @@ class LiveCaptures:
     async def _run(self) -> None:
         last_control = 0.0
         while True:
-            await asyncio.sleep(self.limits.tick_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.limits.tick_s)
+            woken = self._wake.is_set()
+            self._wake.clear()
             try:
                 now = self._monotonic()
-                if now - last_control >= self.limits.control_s:
+                if woken or now - last_control >= self.limits.control_s:
                     last_control = now
                     await self._apply_control()
                 for call in list(self._calls.values()):
