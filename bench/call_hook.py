@@ -94,6 +94,7 @@ def served_app(workdir: Path, admin_key: str) -> Iterator[int]:
             s3_bucket="bench",
             master_key=crypto.format_master_key(crypto.generate_key()),
             admin_key=admin_key,
+            sip_port=0,  # ephemeral: the benchmark needs no SIPREC
         )
         backend = StorageBackend(settings)
         backend.start(now=now())

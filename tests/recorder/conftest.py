@@ -35,7 +35,8 @@ def backend_settings(s3: EmbeddedS3, database_url: str, data_dir: Path, **extra:
         s3_bucket=s3_config.bucket,
         master_key=secrets.token_urlsafe(32)[:43] + "=",
         admin_key=ADMIN_KEY,
-        **{"ice_addresses": ["127.0.0.1"], **extra},  # media to loopback only
+        # Media to loopback only; an ephemeral SIPREC port, as tests run side by side.
+        **{"ice_addresses": ["127.0.0.1"], "sip_port": 0, **extra},
     )
 
 

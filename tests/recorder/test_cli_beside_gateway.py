@@ -33,6 +33,7 @@ def _free_port() -> int:
 def _env(data_dir: Path, **settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALLREC_")}
     env["CALLREC_DATA_DIR"] = str(data_dir)
+    env["CALLREC_SIP_PORT"] = "0"  # an ephemeral SIPREC port: tests run side by side
     env.update({f"CALLREC_{k.upper()}": v for k, v in settings.items()})
     return env
 

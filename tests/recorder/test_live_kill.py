@@ -62,6 +62,7 @@ def gateway(s3_server: EmbeddedS3, bucket: str, tmp_path: Path) -> Iterator[Gate
         "CALLREC_MASTER_KEY": secrets.token_urlsafe(32)[:43] + "=",
         "CALLREC_ADMIN_KEY": ADMIN_KEY,
         "CALLREC_HTTP_PORT": str(_free_port()),
+        "CALLREC_SIP_PORT": "0",
         "CALLREC_LOG_LEVEL": "WARNING",
         "CALLREC_ICE_ADDRESSES": "127.0.0.1",
         "CALLREC_S3_PART_SIZE": str(5 * 1024 * 1024),

@@ -162,6 +162,7 @@ def gateway(data_dir: Path, crash_at: str | None = None) -> Iterator[Gateway]:
         CALLREC_DATA_DIR=str(data_dir),
         CALLREC_ADMIN_KEY=ADMIN_KEY,
         CALLREC_HTTP_PORT=str(port),
+        CALLREC_SIP_PORT="0",
         CALLREC_LOG_LEVEL="WARNING",
     )
     module = ["tests.recorder.crashing_gateway", crash_at] if crash_at else ["recorder"]

@@ -39,7 +39,7 @@ def wait_for(predicate: Callable[[], T | None], timeout: float, what: str) -> T:
 @pytest.fixture
 def serving_backend(tmp_path: Path, now: datetime) -> Iterator[StorageBackend]:
     """A gateway's backend on its own embedded SeaweedFS, supervised."""
-    settings = Settings(data_dir=tmp_path / "var", admin_key=ADMIN_KEY)
+    settings = Settings(data_dir=tmp_path / "var", admin_key=ADMIN_KEY, sip_port=0)
     # Restart delays 1, 2, 2 … s: the test waits for the try after it frees the port.
     backend = StorageBackend(settings, serving=True, restart_delays=(1.0, 2.0))
     backend.start(now=now)

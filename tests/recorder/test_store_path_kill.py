@@ -135,6 +135,7 @@ def gateway(s3_server: EmbeddedS3, gate: S3Gate, bucket: str, tmp_path: Path) ->
         "CALLREC_MASTER_KEY": secrets.token_urlsafe(32)[:43] + "=",
         "CALLREC_ADMIN_KEY": ADMIN_KEY,
         "CALLREC_HTTP_PORT": str(port),
+        "CALLREC_SIP_PORT": "0",
         "CALLREC_LOG_LEVEL": "WARNING",
         "CALLREC_S3_PART_SIZE": str(PART),
     }
