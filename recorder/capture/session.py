@@ -158,6 +158,10 @@ class CaptureSession(Generic[T]):
         """What the wall clock has made final; ends the session on a timeout."""
         if not self.live:
             return b""
+        if self.state == CaptureState.PAUSED:
+            # A paused sender may stop (SIPREC's a=inactive, a hold): its silence is no
+            # sign it vanished, and the media timeout's wait starts again at the resume.
+            self._last_media = max(self._last_media, now)
         if now - self._last_media > self.media_timeout_s:
             # The call ends with its last packet, not with the silence of the wait.
             self._held = 0

@@ -169,6 +169,28 @@ def test_a_publisher_that_vanishes_is_ended_by_the_media_timeout(
     assert abs(len(decoded[0]) / RATE - 100 * STEP) <= 0.020
 
 
+def test_a_paused_sender_may_stop_sending_for_longer_than_the_media_timeout(
+    voices: tuple[list[bytes], list[bytes]],
+) -> None:
+    left, _ = voices
+    session: CaptureSession[object] = CaptureSession(  # type: ignore[arg-type]
+        OPUS, channels=1, now=0.0, media_timeout_s=5.0
+    )
+    out = _feed(session, 0, left[:50], start=0.0)
+    session.pause()  # an SRC's a=inactive: no packet until the resume
+    out += session.poll(1.0 + 12.0)
+    assert session.state == CaptureState.PAUSED
+    session.resume()
+    out += _feed(session, 0, left[50:100], start=13.0, first=650)  # its clock ran on
+    assert session.live
+
+    out += session.poll(13.0 + 50 * STEP + 5.1)  # a sender gone after the resume is noticed
+
+    assert session.cause == EndCause.MEDIA_TIMEOUT
+    _, decoded = decode(out)
+    assert rms(decoded[0][int(3 * RATE) : int(10 * RATE)]) < 0.001  # the pause, as silence
+
+
 def test_the_maximum_duration_ends_the_session(voices: tuple[list[bytes], list[bytes]]) -> None:
     left, _ = voices
     session: CaptureSession[object] = CaptureSession(  # type: ignore[arg-type]
