@@ -31,7 +31,7 @@ from consent.domain import CallFacts, Channel, Direction
 from consent.errors import NotFound, StateConflict
 from consent.jurisdiction import normalize_jurisdiction
 from consent.lapse import lapse_call
-from consent.phones import hash_phone, normalize_phone
+from consent.phones import hash_party, normalize_phone, party_name
 from consent.reader import ConsentReader
 from storage.audit import AuditEntry, AuditLog
 from storage.ids import new_id
@@ -48,6 +48,7 @@ __all__ = [
     "change_state",
     "find_call",
     "get_call",
+    "siprec_request",
 ]
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,48 @@ class CallerConsentRequest(BaseModel):
     )
 
 
+class _PartyCallRequest(CallRequest):
+    """A call whose parties may be addresses rather than numbers (SIPREC participants)."""
+
+    @field_validator("from_", "to")
+    @classmethod
+    def _phone(cls, value: str) -> str:
+        try:
+            return normalize_phone(value)
+        except ValueError:
+            party_name(value)  # something must name the party
+            if len(value) > 500:
+                raise ValueError("a party's address is at most 500 characters") from None
+            return value.strip()
+
+
+def siprec_request(
+    *,
+    call_id: str,
+    direction: str,
+    from_: str,
+    to: str,
+    jurisdiction: str | None = None,
+    purposes: list[str] | None = None,
+) -> CallRequest:
+    """The question a SIPREC session asks: its parties are E.164 numbers where they can
+    be read as such, else their addresses as written (an extension, ``sip:alice@host``).
+
+    ValueError (pydantic's ValidationError) on a bad call id, direction or jurisdiction.
+    """
+    return _PartyCallRequest.model_validate(
+        {
+            "call_id": call_id,
+            "direction": direction,
+            "from": from_,
+            "to": to,
+            "channel": Channel.SIPREC,
+            "jurisdiction": jurisdiction,
+            "purposes": purposes,
+        }
+    )
+
+
 def ask(
     connection: sa.Connection,
     *,
@@ -136,6 +179,7 @@ def ask(
     actor: str,
     events: list[AuditEntry],
     now: datetime,
+    jurisdictions: tuple[str | None, str | None] | None = None,
 ) -> DecisionView:
     """Decide whether to record a call and persist the decision.
 
@@ -144,8 +188,12 @@ def ask(
     unless its grant has ended since and nothing is captured yet (``consent.lapse``).
     Core statements on a bare connection, no ORM: this runs at every call
     setup, and the ORM would cost several times what the statements do.
+
+    ``jurisdictions`` (caller's, callee's) replaces the request's one jurisdiction for
+    both parties when given (SIPREC resolves them per party); the row still keeps the
+    request's ``jurisdiction``, the one named for the whole call.
     """
-    participants = (hash_phone(phone_key, request.from_), hash_phone(phone_key, request.to))
+    participants = (hash_party(phone_key, request.from_), hash_party(phone_key, request.to))
     snapshot = reader.read(
         connection, client_id=client_id, call_id=request.call_id, participants=participants
     )
@@ -156,7 +204,9 @@ def ask(
         direction=request.direction,
         channel=request.channel,
         participants=participants,
-        jurisdictions=(request.jurisdiction, request.jurisdiction),
+        jurisdictions=(request.jurisdiction, request.jurisdiction)
+        if jurisdictions is None
+        else jurisdictions,
         purposes=None if request.purposes is None else frozenset(request.purposes),
     )
     decision = decide(snapshot.consent, facts, reader.reference(connection).rules, now)

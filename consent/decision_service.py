@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import TypeVar
+from typing import TypeAlias, TypeVar
 
 import sqlalchemy as sa
 
@@ -27,11 +27,14 @@ from storage.audit import AuditEntry
 from storage.errors import DatabaseUnavailable
 from storage.group_commit import GroupCommit, Work
 
-__all__ = ["DecisionService", "unavailable_view"]
+__all__ = ["DecisionService", "Jurisdictions", "unavailable_view"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# (caller's, callee's) jurisdiction; None: unknown, so all-party.
+Jurisdictions: TypeAlias = tuple[str | None, str | None]
 
 # What fails when the consent data cannot be read or written.
 _UNAVAILABLE = (sa.exc.SQLAlchemyError, DatabaseUnavailable)
@@ -48,9 +51,19 @@ class DecisionService:
         self._phone_key = phone_key
 
     def work(
-        self, *, client_id: str, call: CallRequest, actor: str, now: datetime
+        self,
+        *,
+        client_id: str,
+        call: CallRequest,
+        actor: str,
+        now: datetime,
+        jurisdictions: Jurisdictions | None = None,
     ) -> Work[DecisionView]:
-        """The decision as one work for the group commit (blocking: database)."""
+        """The decision as one work for the group commit (blocking: database).
+
+        ``jurisdictions`` (caller's, callee's), when given, replaces the request's
+        one jurisdiction for both parties (``consent.calls.ask``).
+        """
 
         def decide(connection: sa.Connection, events: list[AuditEntry]) -> DecisionView:
             return calls.ask(
@@ -62,21 +75,40 @@ class DecisionService:
                 actor=actor,
                 events=events,
                 now=now,
+                jurisdictions=jurisdictions,
             )
 
         return decide
 
     async def decide(
-        self, *, client_id: str, call: CallRequest, actor: str, now: datetime
+        self,
+        *,
+        client_id: str,
+        call: CallRequest,
+        actor: str,
+        now: datetime,
+        jurisdictions: Jurisdictions | None = None,
     ) -> DecisionView:
         """Decide ``call``, committed with the other call setups waiting at the moment."""
-        return await self.run(call, self.work(client_id=client_id, call=call, actor=actor, now=now))
+        work = self.work(
+            client_id=client_id, call=call, actor=actor, now=now, jurisdictions=jurisdictions
+        )
+        return await self.run(call, work)
 
     def decide_alone(
-        self, *, client_id: str, call: CallRequest, actor: str, now: datetime
+        self,
+        *,
+        client_id: str,
+        call: CallRequest,
+        actor: str,
+        now: datetime,
+        jurisdictions: Jurisdictions | None = None,
     ) -> DecisionView:
         """Decide ``call`` in a transaction of its own, on the caller's thread."""
-        return self.run_alone(call, self.work(client_id=client_id, call=call, actor=actor, now=now))
+        work = self.work(
+            client_id=client_id, call=call, actor=actor, now=now, jurisdictions=jurisdictions
+        )
+        return self.run_alone(call, work)
 
     async def run(self, call: CallRequest, work: Work[T]) -> T | DecisionView:
         """Run a work that decides ``call`` in the next group; fails closed."""

@@ -6,6 +6,7 @@ from consent.clients import Client
 from consent.ledger import ConsentEvent
 from consent.objections import Objection
 from consent.registry import JurisdictionRuleRow, Purpose, RetentionOverride
+from consent.siprec import SiprecSetting
 
 __all__ = [
     "ApiKey",
@@ -16,4 +17,5 @@ __all__ = [
     "Objection",
     "Purpose",
     "RetentionOverride",
+    "SiprecSetting",
 ]
