@@ -10,7 +10,13 @@ from fastapi.testclient import TestClient
 from recorder.openapi import api_routes
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGES = ("architecture.md", "http-api.md", "consent-and-retention.md", "operations.md")
+PAGES = (
+    "architecture.md",
+    "http-api.md",
+    "consent-and-retention.md",
+    "operations.md",
+    "siprec-integration.md",
+)
 
 
 def test_readme_leads_to_the_docs_and_nowhere_users_cannot_go() -> None:
