@@ -9,7 +9,8 @@ CallrecError
     └── LiveCaptureError        live capture (WHIP, SIPREC)
         ├── CaptureBusy         as many live sessions as this replica may hold (503)
         ├── UnknownSession      no such live session here, or another tenant's (404)
-        └── NoTrickle           trickle ICE and ICE restarts are not offered (405)
+        ├── NoTrickle           trickle ICE and ICE restarts are not offered (405)
+        └── PortsExhausted      every RTP port of CALLREC_RTP_PORTS is in use (503)
 """
 
 from collections.abc import Mapping
@@ -63,3 +64,9 @@ class NoTrickle(LiveCaptureError):
 
     code = "method_not_allowed"
     headers: ClassVar[Mapping[str, str]] = {"Allow": "POST, DELETE, OPTIONS"}
+
+
+class PortsExhausted(LiveCaptureError):
+    """Every RTP port of the configured range is held by a stream, or will not bind (503)."""
+
+    code = "rtp_ports_exhausted"

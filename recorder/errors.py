@@ -44,6 +44,7 @@ _STATUS: list[tuple[type[Exception], int]] = [
     (recorder_errors.AudioTooLong, 413),
     (recorder_errors.AudioError, 422),
     (recorder_errors.CaptureBusy, 503),
+    (recorder_errors.PortsExhausted, 503),
     (recorder_errors.UnknownSession, 404),
     (recorder_errors.NoTrickle, 405),
     (storage_errors.ObjectNotFound, 404),

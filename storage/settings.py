@@ -32,6 +32,17 @@ def _guessable(key: str) -> bool:
     return len(set(key)) < _MIN_DISTINCT or steps <= {1} or steps <= {-1}
 
 
+def _port_range(value: str) -> tuple[int, int]:
+    """``"40000-40999"`` as (40000, 40999); ValueError unless 1024 <= first <= last <= 65535."""
+    first, dash, last = (part.strip() for part in value.partition("-"))
+    if not dash or not first.isdigit() or not last.isdigit():
+        raise ValueError(f"{value!r}: a range FIRST-LAST, e.g. 40000-40999")
+    # Below 1024 a port needs privileges; each stream of a call takes one of the range.
+    if not 1024 <= int(first) <= int(last) <= 65535:
+        raise ValueError(f"{value!r}: FIRST <= LAST, both within 1024-65535")
+    return int(first), int(last)
+
+
 class Settings(BaseSettings):
     """callrec settings; each field is ``CALLREC_<FIELD>`` in the environment."""
 
@@ -89,6 +100,11 @@ class Settings(BaseSettings):
     http_port: int = Field(8080, ge=0, le=65535, description="HTTP listen port.")
     sip_host: str = Field("127.0.0.1", description="SIPREC listen address.")
     sip_port: int = Field(5080, ge=0, le=65535, description="SIPREC listen port.")
+    rtp_ports: str = Field(
+        "40000-40999",
+        description="SIPREC media ports, `FIRST-LAST` inclusive: one per received stream "
+        "(read as a pair by `rtp_port_range`).",
+    )
     log_level: str = Field("INFO", description="Python logging level.")
     ice_addresses: list[str] | None = Field(
         None,
@@ -112,6 +128,12 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("rtp_ports")
+    @classmethod
+    def _port_range(cls, value: str) -> str:
+        first, last = _port_range(value)
+        return f"{first}-{last}"
+
     @field_validator("admin_key", "s3_secret_access_key", "master_key")
     @classmethod
     def _refuse_placeholders(cls, value: SecretStr | None) -> SecretStr | None:
@@ -133,6 +155,11 @@ class Settings(BaseSettings):
                 "generate one, e.g. `openssl rand -hex 24`"
             )
         return value
+
+    @property
+    def rtp_port_range(self) -> tuple[int, int]:
+        """``CALLREC_RTP_PORTS`` as (first, last), both included."""
+        return _port_range(self.rtp_ports)
 
     @property
     def embedded_s3(self) -> bool:

@@ -17,7 +17,7 @@ PACKAGES = ("storage", "consent", "retention", "recorder")
 # those of the layers above are about what a caller asked: a 4xx each.
 CALLERS_FAULT = ("consent", "retention", "recorder")
 # A gateway at its capacity is no caller's fault either: 503, try again later.
-AT_CAPACITY = ("CaptureBusy",)
+AT_CAPACITY = ("CaptureBusy", "PortsExhausted")
 
 
 def _modules(package: str) -> list[ModuleType]:

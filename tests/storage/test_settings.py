@@ -26,3 +26,25 @@ def test_a_guessable_admin_key_is_refused(weak: str) -> None:
 @pytest.mark.parametrize("key", ["3f9a1c7e52b04d68", "admin-Xq2v9LrT0bWm4kZp"])
 def test_a_generated_admin_key_is_accepted(key: str) -> None:
     assert load_settings(admin_key=key).admin_key is not None
+
+
+def test_rtp_ports_default_to_a_thousand() -> None:
+    assert load_settings().rtp_port_range == (40000, 40999)
+
+
+def test_rtp_ports_are_read_as_a_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CALLREC_RTP_PORTS", "20000-20001")
+    assert load_settings().rtp_port_range == (20000, 20001)
+    settings = load_settings(rtp_ports=" 30000 - 30000 ")
+    assert (settings.rtp_ports, settings.rtp_port_range) == ("30000-30000", (30000, 30000))
+
+
+@pytest.mark.parametrize(
+    "ports", ["40999-40000", "80-1000", "1023-2000", "60000-65536", "40000", "a-b", "-1-5", ""]
+)
+def test_rtp_ports_out_of_order_or_range_are_refused(
+    ports: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CALLREC_RTP_PORTS", ports or " ")
+    with pytest.raises(ConfigError, match="CALLREC_RTP_PORTS"):
+        load_settings()
