@@ -176,7 +176,11 @@ def _parse_tree(xml: bytes) -> ET.Element:
     try:
         parser.Parse(xml, True)
         return builder.close()
-    except expat.ExpatError as exc:
+    except MetadataError:
+        raise
+    except (expat.ExpatError, LookupError, ValueError) as exc:
+        # ExpatError: not well-formed; LookupError/ValueError: an encoding expat cannot use
+        # (unknown, multi-byte) or bytes that are not in the declared one.
         raise MetadataError(f"metadata is not well-formed XML: {exc}") from exc
 
 
