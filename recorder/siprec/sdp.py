@@ -38,6 +38,7 @@ DIRECTIONS = frozenset({"sendrecv", "sendonly", "recvonly", "inactive"})
 DEFAULT_FORMATS: tuple[str, ...] = ("PCMU", "PCMA", "G722", "opus")
 HOLD_ADDRESSES = frozenset({"0.0.0.0", "::"})  # noqa: S104 - an SDP hold, not a bind
 TELEPHONE_EVENT = "telephone-event"
+PLAIN_RTP = frozenset({"RTP/AVP", "RTP/AVPF"})
 
 # RFC 3551 §6, table 4: static payload types an offer may list without an a=rtpmap.
 _STATIC: dict[int, tuple[str, int, int]] = {
@@ -257,9 +258,11 @@ def choose_format(
     """The first format the offerer lists that the capture takes, or None.
 
     Offer order is the offerer's preference (RFC 3264 §5.1); names compare case-insensitively
-    (``opus``/``OPUS``). A rejected stream (port 0) or one that is not RTP audio takes none.
+    (``opus``/``OPUS``). A rejected stream (port 0), one that is not RTP audio, or SRTP
+    (``RTP/SAVP``: the keys are the client's and the answer could not change the profile,
+    RFC 3264 §6) takes none.
     """
-    if stream.media != "audio" or stream.port == 0 or not stream.rtp:
+    if stream.media != "audio" or stream.port == 0 or stream.proto.upper() not in PLAIN_RTP:
         return None
     accepted = {name.lower() for name in accepted_names}
     for fmt in stream.formats:

@@ -116,6 +116,19 @@ def test_choose_format_takes_the_offerers_first_that_the_capture_takes() -> None
     assert choose_format(stream, ["G722"]) is None
 
 
+def test_srtp_streams_are_not_taken() -> None:
+    text = HEAD + (
+        "m=audio 4000 RTP/SAVP 0\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"
+        "PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR\n"
+        "m=audio 4002 UDP/TLS/RTP/SAVPF 0\n"
+        "m=audio 4004 rtp/avp 0\n"
+    )
+    offer = parse_sdp(text)
+    assert sorted(choose_formats(offer)) == [2]
+    with pytest.raises(UnacceptableMedia):
+        choose_formats(parse_sdp(HEAD + "m=audio 4000 RTP/SAVP 0\n"))
+
+
 def test_no_format_we_take_is_unacceptable() -> None:
     text = (
         "v=0\no=- 1 1 IN IP4 10.0.0.1\ns=-\nc=IN IP4 10.0.0.1\nt=0 0\nm=audio 4000 RTP/AVP 18 4\n"
