@@ -2,16 +2,16 @@
 and the container that holds its channels.
 
 A slot is the timeline's unit: 20 ms of Opus (a whole number of Opus frames), 10 ms of
-G.711 (so that packets of 20 or 30 ms both fit).
+G.711 and G.722 (so that packets of 20 or 30 ms both fit).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
-from recorder.capture import au, ogg, opus
+from recorder.capture import au, mka, ogg, opus
 
 T = TypeVar("T")
 T_in = TypeVar("T_in", contravariant=True)
@@ -90,6 +90,45 @@ class G711Codec(Codec[bytes]):
         return au.AuWriter(channels, self.name)
 
 
+# G.722 bytes that decode to silence whatever the decoder's state: measured, not taken
+# from the encoder, since FFmpeg's G.722 encoder does not settle on one pattern for zero
+# input (after 45 bytes of 0xFA, which decode to a hum of about -44 dBFS). Every one of
+# the 256 constant bytes was decoded after a tone and from a fresh decoder: 0xFC gives
+# exact zeros from the fresh state and, after speech, a residue of -60 to -63 dBFS that
+# none beats (0xFD-0xFF tie); tests/recorder/capture/test_g722.py checks it.
+G722_SILENCE = 0xFC
+
+
+@dataclass(frozen=True)
+class G722Codec(Codec[bytes]):
+    """G.722 as RTP carries it (RFC 3551 §4.5.2): a byte is two 16 kHz samples, and the
+    RTP clock counts bytes at 8000 per second, so 10 ms is 80 bytes and 80 ticks."""
+
+    name: str = "g722"
+    rate: int = mka.RTP_RATE
+    slot: int = mka.RTP_RATE // 100
+    container: str = "mka"
+
+    def split(self, payload: bytes) -> list[bytes]:
+        if not payload or len(payload) % self.slot:
+            raise ValueError(f"G.722 payload of {len(payload)} bytes is not a multiple of 10 ms")
+        return [payload[i : i + self.slot] for i in range(0, len(payload), self.slot)]
+
+    def silence(self) -> bytes:
+        return bytes((G722_SILENCE,)) * self.slot
+
+    def writer(self, channels: int, *, serial: int) -> mka.G722MatroskaWriter:
+        return mka.G722MatroskaWriter(channels)
+
+
 OPUS = OpusCodec()
 PCMU = G711Codec("pcmu")
 PCMA = G711Codec("pcma")
+G722 = G722Codec()
+
+_BY_SDP_NAME: dict[str, Codec[Any]] = {"pcmu": PCMU, "pcma": PCMA, "g722": G722, "opus": OPUS}
+
+
+def codec_named(name: str) -> Codec[Any] | None:
+    """The live codec of an SDP encoding name (``PCMU``, ``G722``, ``opus``: any case)."""
+    return _BY_SDP_NAME.get(name.strip().lower())
