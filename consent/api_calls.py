@@ -16,18 +16,20 @@ from pydantic import BaseModel, ConfigDict
 from consent import calls
 from consent.api_auth import (
     Integrator,
+    allow,
     bearer_token,
     checked_by_route,
     principal_of,
     tenant_of,
 )
 from consent.api_context import ApiContext, Context
-from consent.apikeys import Role
+from consent.apikeys import Principal, Role
+from consent.dry_run import dry_run
 from consent.errors import ConsentError
 from storage.audit import AuditEntry
 from storage.group_commit import Work
 
-__all__ = ["CallStatePublic", "DecisionPublic", "decide_call", "router"]
+__all__ = ["CallStatePublic", "DecisionPublic", "DryRunPublic", "decide_call", "router"]
 
 
 router = APIRouter()
@@ -70,6 +72,38 @@ class DecisionPublic(BaseModel):
     """Where to send SIPREC, for a `siprec` call that may be recorded."""
     upload_url: str | None = None
     """Where to PUT the audio afterwards, for an `upload` call that may be recorded."""
+
+
+class DryRunPublic(BaseModel):
+    """What the call hook would answer for a call; nothing was persisted or audited."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    call_id: str
+    """The platform's call id, as asked."""
+    record: bool
+    """Whether the call would be recorded (once the caller accepts, if that is awaited)."""
+    reason: str
+    """Stable reason code: `recorded`, `awaiting_caller_consent`, `no_consent`…"""
+    purposes: list[str]
+    """The purposes the recording would serve."""
+    expires: dict[str, datetime]
+    """When each purpose would expire, for a call decided now."""
+    announcement_required: bool
+    """Whether the platform would have to play the grant's notice to the caller."""
+    awaiting_caller_consent: bool
+    """Whether nothing would be kept until the caller's answer is reported."""
+    rule: str
+    """The jurisdiction rule that would apply: `one_party` or `all_party`."""
+    rule_jurisdiction: str | None
+    """The jurisdiction whose rule would apply (none: unknown, the strictest rule)."""
+    grant_id: str | None
+    """The consent grant the decision would rest on."""
+    grant_version: int | None
+    """The ledger version of that grant."""
+    decided_already: str | None
+    """The decision of this call id if it was decided already: the hook would answer it
+    again (checked against its grant now), not decide anew."""
 
 
 class CallStatePublic(BaseModel):
@@ -160,6 +194,38 @@ def _answer(context: ApiContext, answer: calls.DecisionView | ConsentError) -> D
     if isinstance(answer, ConsentError):
         raise answer
     return _decision_public(context, answer)
+
+
+DryRunner = Annotated[Principal, Depends(allow(Role.INTEGRATOR, Role.CLIENT_ADMIN, admin=False))]
+
+
+@router.post("/calls/dry-run", tags=["calls"])
+def call_dry_run(body: calls.CallRequest, context: Context, principal: DryRunner) -> DryRunPublic:
+    """What the call hook would answer for this call now; nothing is persisted or audited."""
+    with context.read() as session:
+        row = dry_run(
+            session,
+            client_id=tenant_of(principal),
+            request=body,
+            phone_key=context.phone_key,
+            reader=context.consent_reader,
+            now=context.clock(),
+        )
+    expires = row.purpose_expiries()
+    return DryRunPublic(
+        call_id=row.call_id,
+        record=row.record,
+        reason=row.reason,
+        purposes=sorted(expires),
+        expires=expires,
+        announcement_required=row.announcement_required,
+        awaiting_caller_consent=row.awaiting_caller_consent,
+        rule=row.rule,
+        rule_jurisdiction=row.rule_jurisdiction,
+        grant_id=row.grant_id,
+        grant_version=row.grant_version,
+        decided_already=row.id or None,
+    )
 
 
 @router.post("/calls/{call_id}/caller-consent", tags=["calls"])

@@ -30,7 +30,7 @@ from recorder.live import LiveCaptures, LiveLimits
 from recorder.metrics import DomainMetrics, LiveCollector
 from recorder.openapi import install_openapi
 from retention import api as retention_api
-from retention import api_audit
+from retention import api_audit, api_evidence
 from storage.backend import StorageBackend
 from storage.errors import StorageError
 from storage.scratch import clear_leftovers
@@ -104,6 +104,7 @@ def create_app(
     app.include_router(recordings.router)
     app.include_router(retention_api.router)
     app.include_router(api_audit.router)
+    app.include_router(api_evidence.router)
     app.include_router(whip.router)
 
     @app.get("/healthz", tags=["ops"])

@@ -23,6 +23,7 @@ from recorder.cli_common import (
     release_engines,
     utc_now,
 )
+from recorder.cli_evidence import why
 from recorder.cli_tenants import clients_app, consent_app, keys_app
 from storage.errors import CallrecError, ConfigError
 
@@ -34,6 +35,7 @@ app.add_typer(s3_app, name="s3")
 app.add_typer(clients_app, name="clients")
 app.add_typer(keys_app, name="keys")
 app.add_typer(consent_app, name="consent")
+app.command()(why)
 
 
 @app.callback()

@@ -25,6 +25,7 @@ from consent.errors import (
 from recorder import audio
 from recorder._exceptions import AudioTooLong, UnsupportedAudio
 from retention.api_files import stream_scratch
+from retention.evidence import AUDIO_ROUTE
 from retention.holds import held_from_the_start
 from storage import catalog
 from storage.catalog import Recording, RecordingState
@@ -290,7 +291,7 @@ def get_audio(
                 now=context.clock(),
                 client_id=recording.client_id,
                 subject=recording.id,
-                data={"role": principal.role, "sha256": recording.sha256},
+                data={"role": principal.role, "sha256": recording.sha256, "route": AUDIO_ROUTE},
             )
     except BaseException:
         scratch.close()

@@ -89,6 +89,7 @@ _UPDATE_ANCHOR = (
     .values(seq=sa.bindparam("seq"), hash=sa.bindparam("hash"), mac=sa.bindparam("mac"))
 )
 _INSERT_ANCHOR = sa.insert(_ANCHOR)
+_HASH_AT = sa.select(_EVENTS.c.hash).where(_EVENTS.c.seq == sa.bindparam("seq"))
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,9 @@ class AuditLog:
         # hashed again on every append (the costliest part of the check). An edit to it
         # made since is still found by ``verify``, and nothing appended re-anchors it.
         self._known_head: tuple[int, str] | None = None
+        # The furthest event up to which a walk from the start found the chain intact
+        # (``verify_through``): the next walk starts there instead of at event 1.
+        self._walked: tuple[int, str] = (0, GENESIS_HASH)
 
     @property
     def broken(self) -> str | None:
@@ -331,6 +335,81 @@ class AuditLog:
                 return ChainReport(False, count, event.seq, f"event {event.seq} was altered")
             prev_hash, expected_seq, count = event.hash, expected_seq + 1, count + 1
         return self._check_anchor(session, count, prev_hash)
+
+    def verify_through(self, session: Session | sa.Connection, last: int) -> ChainReport:
+        """Check the chain from its start through event ``last`` (``events``: how far).
+
+        What a walk from the start found intact is remembered, so the next call walks
+        only the events after it (a million events take seconds to hash; the events
+        since the last call, microseconds each). The remembered event is read again
+        first: an edit that re-hashed the chain through it is found. An edit that
+        re-hashed a stretch wholly before it is not found here, but by the next full
+        walk (``verify``, ``callrec audit verify``); callers that rely on particular
+        events re-hash those (``check_events``).
+        """
+        connection = connection_of(session)
+        walked_seq, walked_hash = self._walked
+        if walked_seq > last or (
+            walked_seq and connection.execute(_HASH_AT, {"seq": walked_seq}).scalar() != walked_hash
+        ):
+            walked_seq, walked_hash = 0, GENESIS_HASH  # walk again from the start
+        query = sa.select(*_EVENTS.c).where(_EVENTS.c.seq > walked_seq, _EVENTS.c.seq <= last)
+        rows = connection.execution_options(yield_per=5000).execute(query.order_by(_EVENTS.c.seq))
+        try:
+            report = self._walk_rows(rows, walked_seq, walked_hash, last)
+        finally:
+            rows.close()
+        return report
+
+    def _walk_rows(
+        self, rows: Iterable[sa.Row[Any]], seq: int, prev_hash: str, last: int
+    ) -> ChainReport:
+        for row in rows:
+            if row.seq != seq + 1:
+                problem = f"event {seq + 1} is missing (sequence jumps to {row.seq})"
+                return ChainReport(False, seq, seq + 1, problem)
+            if row.prev_hash != prev_hash:
+                problem = f"event {row.seq} does not follow event {seq}"
+                return ChainReport(False, seq, row.seq, problem)
+            if _hash(prev_hash, _canonical(row._mapping)) != row.hash:
+                return ChainReport(False, seq, row.seq, f"event {row.seq} was altered")
+            seq, prev_hash = row.seq, row.hash
+            if seq > self._walked[0]:
+                self._walked = (seq, prev_hash)
+        if seq != last:
+            return ChainReport(False, seq, seq + 1, f"event {seq + 1} is missing")
+        return ChainReport(True, seq)
+
+    def check_events(self, session: Session | sa.Connection, seqs: Iterable[int]) -> ChainReport:
+        """Re-hash these events and check each is linked to its neighbours.
+
+        Finds an edit of any of them, re-hashed or not, unless the chain was re-hashed
+        from it onwards to the end (which the anchor finds: ``check_head``).
+        """
+        wanted = sorted(set(seqs))
+        around = sorted({n for seq in wanted for n in (seq - 1, seq, seq + 1) if n > 0})
+        rows = {
+            row.seq: row
+            for row in connection_of(session).execute(
+                sa.select(*_EVENTS.c).where(_EVENTS.c.seq.in_(around))
+            )
+        }
+        for seq in wanted:
+            row = rows.get(seq)
+            if row is None:
+                return ChainReport(False, 0, seq, f"event {seq} is missing")
+            before = rows.get(seq - 1)
+            expected_prev = GENESIS_HASH if seq == 1 else (before.hash if before else None)
+            if row.prev_hash != expected_prev:
+                return ChainReport(False, 0, seq, f"event {seq} does not follow event {seq - 1}")
+            if _hash(row.prev_hash, _canonical(row._mapping)) != row.hash:
+                return ChainReport(False, 0, seq, f"event {seq} was altered")
+            after = rows.get(seq + 1)
+            if after is not None and after.prev_hash != row.hash:
+                return ChainReport(
+                    False, 0, seq + 1, f"event {seq + 1} does not follow event {seq}"
+                )
+        return ChainReport(True, len(wanted))
 
     def _check_anchor(self, session: Session, count: int, head_hash: str) -> ChainReport:
         anchor = session.get(AuditAnchor, 1)

@@ -209,6 +209,12 @@ TABLE: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/purposes"): Rule(ANY_KEY, 200, _plain("/v1/purposes"), scoped=False),
     # Call routes: the client is the key's own; no admin (docs/http-api.md, Roles).
     ("POST", "/v1/calls"): Rule(frozenset({"integrator"}), 200, _new_call_hook, scoped=False),
+    ("POST", "/v1/calls/dry-run"): Rule(
+        BOUND,
+        200,
+        lambda world, _t: ("/v1/calls/dry-run", {"json": call_body(world.fresh("dry"))}),
+        scoped=False,
+    ),
     ("POST", "/v1/calls/{call_id}/caller-consent"): Rule(
         frozenset({"integrator"}), 200, _awaiting_call
     ),
@@ -230,6 +236,9 @@ TABLE: dict[tuple[str, str], Rule] = {
     ),
     ("GET", "/v1/recordings/{recording_id}/audio"): Rule(
         STAFF | {"client_admin"}, 200, _ids("recordings", "/v1/recordings/{}/audio")
+    ),
+    ("GET", "/v1/recordings/{recording_id}/evidence"): Rule(
+        STAFF | {"client_admin"}, 200, _ids("recordings", "/v1/recordings/{}/evidence")
     ),
     ("POST", "/v1/legal-holds"): Rule(
         STAFF,

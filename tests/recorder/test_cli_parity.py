@@ -342,3 +342,32 @@ def test_each_command_does_what_its_route_does(
         "report of an unknown client": ("not_found", "not_found"),
     }
     assert ledger.new() == {"web": [], "shell": []}
+
+
+def test_why_answers_as_the_evidence_route(
+    sides: tuple[Web, Shell, Ledger], backend: StorageBackend, tmp_path: Path
+) -> None:
+    web, shell, ledger = sides
+    web("POST", "/v1/clients", ADMIN, json={"id": "web", "name": "Acme", "country": "ma"})
+    keys = {
+        role: auth(
+            web("POST", "/v1/clients/web/api-keys", ADMIN, json={"role": role}).json()["key"]
+        )
+        for role in ("integrator", "client_admin")
+    }
+    web("POST", "/v1/clients/web/consents", keys["client_admin"], json=GRANT)
+    stored = _upload(web, keys["integrator"], "why-1", tone_wav(tmp_path / "w.wav", seconds=0.5))
+    web("GET", f"/v1/recordings/{stored['id']}/audio", keys["client_admin"])
+    ledger.new()
+
+    answer = web("GET", f"/v1/recordings/{stored['id']}/evidence", ADMIN).json()
+    assert shell("why", stored["id"], "--json").json() == answer
+    text = shell("why", stored["id"]).output
+    assert text.splitlines()[0] == answer["kept_because"]
+    assert (
+        f"via GET /v1/recordings/{{recording_id}}/audio  [event {answer['reads'][0]['event_id']}]"
+        in text
+    )
+    assert "audit chain through event" in text and "verifies" in text
+    assert ledger.new() == {"web": [], "shell": []}, "asking why writes nothing"
+    assert shell("why", "rec_missing").error == "not_found"

@@ -14,6 +14,7 @@ PAGES = (
     "architecture.md",
     "http-api.md",
     "consent-and-retention.md",
+    "evidence.md",
     "operations.md",
     "siprec-integration.md",
 )

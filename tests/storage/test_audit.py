@@ -376,3 +376,67 @@ def test_head_checks_beside_concurrent_appenders_raise_no_false_alarm(
         done.set()
         assert checking.result() == []
     assert _verify(engine).ok
+
+
+def test_verify_through_stops_at_its_bound_and_walks_on_from_where_it_stopped(
+    engine: Engine, now: datetime
+) -> None:
+    _fill(engine, now, count=6)
+    audit = AuditLog(KEY)
+    with Session(engine) as session:
+        assert audit.verify_through(session, 3) == audit.verify_through(session, 3)
+        report = audit.verify_through(session, 3)
+        assert (report.ok, report.events) == (True, 3)
+    # An edit past the bound is not its business; once the bound reaches it, it is found.
+    _sql(engine, "UPDATE audit_events SET actor = 'x' WHERE seq = 5")
+    with Session(engine) as session:
+        assert audit.verify_through(session, 4).ok
+        report = audit.verify_through(session, 6)
+        assert (report.ok, report.first_bad) == (False, 5)
+
+
+def test_verify_through_finds_an_edit_before_the_bound_on_a_fresh_log(
+    engine: Engine, now: datetime
+) -> None:
+    _fill(engine, now)
+    _sql(engine, "UPDATE audit_events SET data = '{\"i\": 9}' WHERE seq = 2")
+    with Session(engine) as session:
+        report = AuditLog(KEY).verify_through(session, 4)
+    assert (report.ok, report.first_bad) == (False, 2)
+
+
+def test_verify_through_finds_a_rehashed_stretch_over_where_it_stopped(
+    engine: Engine, now: datetime
+) -> None:
+    _fill(engine, now, count=6)
+    audit = AuditLog(KEY)
+    with Session(engine) as session:
+        assert audit.verify_through(session, 4).ok
+    # Event 3 edited and the chain re-hashed through 4: the remembered event 4 changed.
+    with Session(engine) as session:
+        events = {e.seq: e for e in session.exec(select(AuditEvent))}
+        prev = events[2].hash
+        for seq in (3, 4):
+            event = events[seq]
+            if seq == 3:
+                event.actor = "forger"
+            event.prev_hash = prev
+            event.hash = prev = chain_hash(prev, event)
+            session.add(event)
+        session.commit()
+    with Session(engine) as session:
+        report = audit.verify_through(session, 6)
+    assert (report.ok, report.first_bad) == (False, 5)
+
+
+def test_check_events_rehashes_cited_events_and_their_links(engine: Engine, now: datetime) -> None:
+    _fill(engine, now)
+    audit = AuditLog(KEY)
+    with Session(engine) as session:
+        assert audit.check_events(session, [1, 3, 5]).ok
+    _sql(engine, "UPDATE audit_events SET subject = 'other' WHERE seq = 3")
+    with Session(engine) as session:
+        report = audit.check_events(session, [1, 3, 5])
+        assert (report.ok, report.first_bad) == (False, 3)
+        assert audit.check_events(session, [1, 5]).ok
+        assert audit.check_events(session, [9]).first_bad == 9
