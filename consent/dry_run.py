@@ -20,7 +20,7 @@ from consent.decision import decide, recheck
 from consent.decisions import CallDecision, CallState, DecisionView, decision_fields, decision_of
 from consent.domain import CallFacts
 from consent.lapse import captured
-from consent.phones import hash_phone
+from consent.phones import hash_party
 from consent.reader import ConsentReader
 from storage.db import connection_of
 
@@ -39,7 +39,7 @@ def dry_run(
     """The decision the call hook would answer now; its ``id`` is empty for a new call
     and names the call's decision for one decided already. Writes nothing."""
     connection = connection_of(session)
-    participants = (hash_phone(phone_key, request.from_), hash_phone(phone_key, request.to))
+    participants = (hash_party(phone_key, request.from_), hash_party(phone_key, request.to))
     snapshot = reader.read(
         connection, client_id=client_id, call_id=request.call_id, participants=participants
     )
