@@ -20,6 +20,7 @@ from consent.apikeys import ApiKeyPublic, IssuedKey, Principal, Role
 from consent.clients import ClientCreate, ClientPublic
 from consent.errors import PermissionDenied
 from consent.operations import LedgerPublic
+from consent.siprec import SiprecSettingsPublic, SiprecSettingsRequest
 
 router = APIRouter(prefix="/v1")
 
@@ -165,6 +166,30 @@ def set_retention(
             audit=context.audit,
             now=context.clock(),
         )
+
+
+@router.put("/clients/{client}/siprec", tags=["clients"])
+def put_siprec_settings(
+    client: str, body: SiprecSettingsRequest, context: Context, principal: Admin
+) -> SiprecSettingsPublic:
+    """Set the networks the client's SIPREC INVITEs may come from, and its default
+    jurisdiction; the settings are replaced whole."""
+    with context.write() as session:
+        return operations.put_siprec_settings(
+            session,
+            client_id=client,
+            request=body,
+            actor=principal.actor,
+            audit=context.audit,
+            now=context.clock(),
+        )
+
+
+@router.get("/clients/{client}/siprec", tags=["clients"])
+def siprec_settings(client: str, context: Context, principal: Admin) -> SiprecSettingsPublic:
+    """The client's SIPREC settings; with none set, only loopback may send."""
+    with context.read() as session:
+        return operations.siprec_settings(session, client_id=client)
 
 
 @router.get("/purposes", tags=["consent"])

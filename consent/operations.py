@@ -13,9 +13,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 from sqlmodel import Session
 
-from consent import apikeys, clients, ledger, registry
+from consent import apikeys, clients, ledger, registry, siprec
 from consent.apikeys import ApiKeyPublic, IssuedKey, Role
 from consent.clients import ClientCreate, ClientPublic
+from consent.siprec import SiprecSettingsPublic, SiprecSettingsRequest
 from storage.audit import AuditLog
 from storage.keyring import Keyring
 
@@ -138,3 +139,32 @@ def consent_ledger(session: Session, *, client_id: str, now: datetime) -> Ledger
         grants=[ledger.to_public(g, r, now=now) for g, r in ledger.current_grants(events).values()],
         events=[ledger.event_public(e) for e in events],
     )
+
+
+def siprec_settings(session: Session, *, client_id: str) -> SiprecSettingsPublic:
+    """A client's SIPREC settings (none set: loopback only, no default jurisdiction)."""
+    clients.get_client(session, client_id)
+    return SiprecSettingsPublic.of(siprec.siprec_settings(session, client_id))
+
+
+def put_siprec_settings(
+    session: Session,
+    *,
+    client_id: str,
+    request: SiprecSettingsRequest,
+    actor: str,
+    audit: AuditLog,
+    now: datetime,
+) -> SiprecSettingsPublic:
+    """Replace an active client's SIPREC settings: the networks it sends from, its
+    default jurisdiction."""
+    settings = siprec.put_siprec_settings(
+        session,
+        client_id=client_id,
+        networks=request.networks,
+        jurisdiction=request.jurisdiction,
+        actor=actor,
+        audit=audit,
+        now=now,
+    )
+    return SiprecSettingsPublic.of(settings)

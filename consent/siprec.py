@@ -174,6 +174,8 @@ def _normalise_networks(networks: Sequence[str]) -> list[str]:
     normalised: list[str] = []
     for text in networks:
         try:
+            if "%" in text:  # a zone names an interface of one host, not a network
+                raise ValueError(text)
             network = str(ipaddress.ip_network(text.strip(), strict=False))
         except ValueError:
             raise InvalidRequest(

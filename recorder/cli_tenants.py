@@ -85,6 +85,59 @@ def clients_offboard(client_id: str) -> None:
     out.print(f"client {client_id} offboarded; its key is destroyed")
 
 
+@clients_app.command("siprec")
+def clients_siprec(
+    client_id: Annotated[str, typer.Argument(help="The client")],
+    networks: Annotated[
+        list[str] | None,
+        typer.Option("--network", help="A CIDR SIPREC may come from; repeat for each"),
+    ] = None,
+    jurisdiction: Annotated[
+        str | None, typer.Option(help="ISO 3166 code of its calls, e.g. MA or US-CA")
+    ] = None,
+    loopback_only: Annotated[
+        bool, typer.Option("--loopback-only", help="Set no network: only loopback may send")
+    ] = False,
+    show: Annotated[
+        bool, typer.Option("--show", help="Print the settings, change nothing")
+    ] = False,
+) -> None:
+    """Set a client's SIPREC settings (replaced whole), or --show them."""
+    from sqlmodel import Session
+
+    from consent import operations
+    from consent.siprec import SiprecSettingsRequest
+    from storage.db import session_scope
+
+    setting = bool(networks) or jurisdiction is not None or loopback_only
+    if show == setting:
+        raise typer.BadParameter(
+            "give --show, or the settings: --network (repeatable), --jurisdiction, --loopback-only"
+        )
+    if loopback_only and networks:
+        raise typer.BadParameter("--loopback-only sets no network: drop --network")
+    db = open_database(cli_settings())
+    if show:
+        with Session(db.engine) as session:
+            shown = operations.siprec_settings(session, client_id=client_id)
+        print_json(shown.model_dump())
+        return
+    try:
+        request = SiprecSettingsRequest(networks=networks or [], jurisdiction=jurisdiction)
+    except ValidationError as exc:
+        fail_on_invalid(exc)
+    with session_scope(db.engine) as session:
+        put = operations.put_siprec_settings(
+            session,
+            client_id=client_id,
+            request=request,
+            actor=CLI_ACTOR,
+            audit=db.audit,
+            now=utc_now(),
+        )
+    print_json(put.model_dump())
+
+
 @keys_app.command("issue")
 def keys_issue(
     role: Annotated[str, typer.Argument(help="admin, compliance, client_admin or integrator")],

@@ -106,6 +106,7 @@ def test_settings_are_replaced_whole(engine: Engine, now: datetime) -> None:
         ({"networks": ["192.0.2.1", "not a network"]}, "invalid_network"),
         ({"networks": ["example.com/24"]}, "invalid_network"),
         ({"networks": [""]}, "invalid_network"),
+        ({"networks": ["fe80::1%eth0/64"]}, "invalid_network"),
         ({"networks": [f"10.0.{i}.0/24" for i in range(101)]}, "invalid_network"),
         ({"jurisdiction": "Morocco"}, "invalid_jurisdiction"),
         ({"jurisdiction": ""}, "invalid_jurisdiction"),

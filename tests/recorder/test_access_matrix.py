@@ -206,6 +206,14 @@ TABLE: dict[tuple[str, str], Rule] = {
         200,
         _for_client("/v1/clients/{}/retention", json={"research": 30}),
     ),
+    ("PUT", "/v1/clients/{client}/siprec"): Rule(
+        frozenset({"admin"}),
+        200,
+        _for_client("/v1/clients/{}/siprec", json={"networks": ["192.0.2.0/24"]}),
+    ),
+    ("GET", "/v1/clients/{client}/siprec"): Rule(
+        frozenset({"admin"}), 200, _for_client("/v1/clients/{}/siprec")
+    ),
     ("GET", "/v1/purposes"): Rule(ANY_KEY, 200, _plain("/v1/purposes"), scoped=False),
     # Call routes: the client is the key's own; no admin (docs/http-api.md, Roles).
     ("POST", "/v1/calls"): Rule(frozenset({"integrator"}), 200, _new_call_hook, scoped=False),

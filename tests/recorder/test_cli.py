@@ -276,6 +276,36 @@ def test_clients_keys_and_consent_commands(tmp_path: Path) -> None:
     assert _run(env, "audit", "verify").returncode == 0
 
 
+def test_clients_siprec_command(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    assert _run(env, "clients", "create", "acme", "--name", "A", "--country", "MA").returncode == 0
+    shown = _run(env, "clients", "siprec", "acme", "--show")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout) == {"client_id": "acme", "networks": [], "jurisdiction": None}
+    put = _run(
+        env, "clients", "siprec", "acme", "--network", "192.0.2.9/24", "--jurisdiction", "gb"
+    )
+    assert put.returncode == 0, put.stderr
+    expected = {"client_id": "acme", "networks": ["192.0.2.0/24"], "jurisdiction": "GB"}
+    assert json.loads(put.stdout) == expected
+    assert json.loads(_run(env, "clients", "siprec", "acme", "--show").stdout) == expected
+    _assert_one_clear_line(
+        _run(env, "clients", "siprec", "acme", "--network", "192.0.2.0/99"), "invalid network"
+    )
+    _assert_one_clear_line(
+        _run(env, "clients", "siprec", "acme", "--jurisdiction", "Britain"), "invalid jurisdiction"
+    )
+    _assert_one_clear_line(_run(env, "clients", "siprec", "nobody", "--show"), "no client nobody")
+    for ambiguous in (
+        [],
+        ["--show", "--network", "10.0.0.0/8"],
+        ["--loopback-only", "--network", "10.0.0.0/8"],
+    ):
+        refused = _run(env, "clients", "siprec", "acme", *ambiguous)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, ambiguous
+    assert json.loads(_run(env, "clients", "siprec", "acme", "--show").stdout) == expected
+
+
 def test_purge_command(tmp_path: Path) -> None:
     env = _env(tmp_path)
     past = _run(env, "purge", "--as-of", "2000-01-01")

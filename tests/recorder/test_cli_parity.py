@@ -195,6 +195,35 @@ def test_each_command_does_what_its_route_does(
     listed = {c["id"] for c in web("GET", "/v1/clients", ADMIN).json()["items"]}
     assert listed == {"web", "shell"} and all(c in shell("clients", "list").output for c in listed)
 
+    # clients siprec: set, show, and a bad network refused alike without a change
+    body = {"networks": ["192.0.2.7/24", "2001:db8::/32"], "jurisdiction": "ma"}
+    web_siprec = web("PUT", "/v1/clients/web/siprec", ADMIN, json=body).json()
+    shell_siprec = shell(
+        "clients", "siprec", "shell", "--network", "192.0.2.7/24", "--network", "2001:db8::/32",
+        "--jurisdiction", "ma",
+    ).json()  # fmt: skip
+    assert [e[0] for e in ledger.same()] == ["client.siprec_set"]
+    assert web_siprec == {
+        "client_id": "web",
+        "networks": ["192.0.2.0/24", "2001:db8::/32"],
+        "jurisdiction": "MA",
+    }
+    assert shell_siprec == {**web_siprec, "client_id": "shell"}
+    assert web("GET", "/v1/clients/web/siprec", ADMIN).json() == web_siprec
+    assert shell("clients", "siprec", "shell", "--show").json() == shell_siprec
+    bad_network = (
+        web("PUT", "/v1/clients/web/siprec", ADMIN, json={"networks": ["192.0.2.0/33"]}),
+        shell("clients", "siprec", "shell", "--network", "192.0.2.0/33"),
+    )
+    assert [side.error for side in bad_network] == ["invalid_network", "invalid_network"]
+    web("PUT", "/v1/clients/web/siprec", ADMIN, json={"networks": []}).json()
+    assert shell("clients", "siprec", "shell", "--loopback-only").json() == {
+        "client_id": "shell",
+        "networks": [],
+        "jurisdiction": None,
+    }
+    assert [e[0] for e in ledger.same()] == ["client.siprec_set"]
+
     # keys issue, for each client role
     keys: dict[str, dict[str, dict[str, Any]]] = {"web": {}, "shell": {}}
     for role in ("integrator", "client_admin"):
@@ -328,6 +357,14 @@ def test_each_command_does_what_its_route_does(
             web("GET", "/v1/clients/nobody/consents", ADMIN),
             shell("consent", "list", "nobody"),
         ),
+        "siprec for an offboarded client": (
+            web("PUT", "/v1/clients/web/siprec", ADMIN, json={"networks": []}),
+            shell("clients", "siprec", "shell", "--loopback-only"),
+        ),
+        "siprec of an unknown client": (
+            web("GET", "/v1/clients/nobody/siprec", ADMIN),
+            shell("clients", "siprec", "nobody", "--show"),
+        ),
         "report of an unknown client": (
             web("GET", "/v1/reports/retention?client_id=nobody", ADMIN),
             shell("report", "--client", "nobody"),
@@ -339,6 +376,8 @@ def test_each_command_does_what_its_route_does(
         "grant for an offboarded client": ("client_inactive", "client_inactive"),
         "revoke twice": ("already_revoked", "already_revoked"),
         "ledger of an unknown client": ("not_found", "not_found"),
+        "siprec for an offboarded client": ("client_inactive", "client_inactive"),
+        "siprec of an unknown client": ("not_found", "not_found"),
         "report of an unknown client": ("not_found", "not_found"),
     }
     assert ledger.new() == {"web": [], "shell": []}
