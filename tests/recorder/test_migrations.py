@@ -60,3 +60,25 @@ def test_one_recording_per_call_is_not_forced_on_existing_duplicates(tmp_path: P
         migrate(engine)
     finally:
         engine.dispose()
+
+
+def test_clients_from_before_siprec_settings_take_loopback_only(tmp_path: Path) -> None:
+    from consent.siprec import SiprecSettings, admits, siprec_settings
+
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    try:
+        migrate(engine, "0008")
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text(
+                    "INSERT INTO clients (id, name, country, status, created_at) "
+                    "VALUES ('acme', 'Acme', 'MA', 'active', '2026-11-28 12:00:00.000000')"
+                )
+            )
+        migrate(engine)
+        with engine.connect() as connection:
+            settings = siprec_settings(connection, "acme")
+        assert settings == SiprecSettings(client_id="acme", networks=(), jurisdiction=None)
+        assert admits(settings, "127.0.0.1") and not admits(settings, "192.0.2.1")
+    finally:
+        engine.dispose()
