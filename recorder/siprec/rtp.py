@@ -23,7 +23,7 @@ import struct
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from recorder._exceptions import PortsExhausted
 
@@ -35,6 +35,8 @@ _EXTENSION = struct.Struct("!HH")  # profile-defined bits, length in 32-bit word
 # RR 201, SDES 202, BYE 203, APP 204, feedback 205-206, XR 207): payload types 64-95
 # with the marker set, which RTP must not use there.
 _RTCP = range(192, 224)
+_DATAGRAM = 8192  # read size: more than any RTP packet on a 1500-byte path
+_BURST = 32  # datagrams read from one socket per wake-up at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +139,7 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-class RtpReceiver(asyncio.DatagramProtocol):
+class RtpReceiver:
     """One stream's UDP port: packets it expects go to ``on_packet``, others are counted.
 
     Until ``expect`` is called nothing is expected: every packet is dropped.
@@ -155,8 +157,8 @@ class RtpReceiver(asyncio.DatagramProtocol):
         self._on_packet = on_packet
         self._sources: frozenset[str] | None = None  # None: any source
         self._payload_types: frozenset[int] = frozenset()
-        self._transport: asyncio.DatagramTransport | None = None
         self._socket: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
     @classmethod
@@ -181,21 +183,27 @@ class RtpReceiver(asyncio.DatagramProtocol):
                 log.warning("RTP port %s on %s does not bind (%s); passed over", port, host, exc)
                 continue
             receiver = cls(pool, port, on_packet)
-            receiver._socket = sock
-            try:
-                await loop.create_datagram_endpoint(receiver._itself, sock=sock)
-            except BaseException:
-                receiver.close()
-                raise
+            receiver._socket, receiver._loop = sock, loop
+            loop.add_reader(sock.fileno(), receiver._readable)
             return receiver
         detail = f"; the last bind failed: {failed}" if failed else ""
         raise PortsExhausted(f"no free RTP port of {pool.first}-{pool.last} binds{detail}")
 
-    def _itself(self) -> RtpReceiver:
-        return self
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.DatagramTransport, transport)
+    def _readable(self) -> None:
+        # The socket is read here rather than through an asyncio transport, which reads
+        # one datagram per wake-up into a fresh 256 KiB buffer: this one drains what is
+        # queued (up to a burst, so that no stream starves the others) into 8 KiB.
+        sock = self._socket
+        assert sock is not None
+        for _ in range(_BURST):
+            try:
+                data, addr = sock.recvfrom(_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # an ICMP error queued on the socket, say: not a packet
+                log.debug("RTP port %s: %s", self.port, exc)
+                return
+            self.datagram_received(data, addr)
 
     def expect(self, *, source: str | None, payload_types: Iterable[int]) -> None:
         """Keep packets from ``source`` (an IP address; None: any) with these payload types."""
@@ -225,8 +233,8 @@ class RtpReceiver(asyncio.DatagramProtocol):
         if self._closed:
             return
         self._closed = True
-        if self._transport is not None:
-            self._transport.close()  # stops reading now, closes the socket on the next turn
         if self._socket is not None:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(self._socket.fileno())
             self._socket.close()  # now, so that the port given back binds at once
         self._pool.give_back(self.port)

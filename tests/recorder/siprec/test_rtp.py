@@ -363,3 +363,21 @@ def test_a_port_another_program_holds_is_passed_over() -> None:
         again.close()
 
     run(scenario())
+
+
+def test_a_queue_of_packets_longer_than_one_burst_is_read_whole() -> None:
+    async def scenario() -> None:
+        pool, inbox = PortPool(*free_ports(1)), Inbox()
+        receiver = await RtpReceiver.open(HOST, pool, inbox)
+        receiver.expect(source=HOST, payload_types={PCMU})
+        try:
+            with sender() as near:
+                for sequence in range(1, 201):  # queued before the loop reads any
+                    near.sendto(rtp(sequence=sequence), (HOST, receiver.port))
+                await inbox.until(200)
+        finally:
+            receiver.close()
+        assert [p.sequence for p in inbox.packets] == list(range(1, 201))
+        assert (receiver.received, receiver.dropped) == (200, 0)
+
+    run(scenario())
