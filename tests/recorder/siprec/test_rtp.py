@@ -381,3 +381,21 @@ def test_a_queue_of_packets_longer_than_one_burst_is_read_whole() -> None:
         assert (receiver.received, receiver.dropped) == (200, 0)
 
     run(scenario())
+
+
+def test_a_source_given_as_an_ipv4_mapped_address_matches_its_ipv4_form() -> None:
+    async def scenario() -> None:
+        pool, inbox = PortPool(*free_ports(1)), Inbox()
+        receiver = await RtpReceiver.open(HOST, pool, inbox)
+        receiver.expect(source=f"::ffff:{HOST}", payload_types={PCMU})
+        try:
+            with sender(OTHER_HOST) as far, sender() as near:
+                far.sendto(rtp(sequence=1), (HOST, receiver.port))
+                near.sendto(rtp(sequence=2), (HOST, receiver.port))
+                await inbox.until(2)
+        finally:
+            receiver.close()
+        assert [p.sequence for p in inbox.packets] == [2]
+        assert receiver.dropped == 1
+
+    run(scenario())
