@@ -229,7 +229,7 @@ class SipCore:
         first, or the core timed it out) is dropped and returns None.
         """
         tx = transaction
-        if tx.final is not None or tx.key not in self._transactions:
+        if tx.final is not None or self._transactions.get(tx.key) is not tx:
             log.debug("SIP %s answered twice (%d dropped)", tx.method, status)
             return None
         if not 100 <= status < 700:
@@ -317,6 +317,9 @@ class SipCore:
                 self._stateless(request, peer, 400, None, [("Warning", _warning(self, exc))])
             return
         method = request.method.upper()
+        if request.version.upper() != "SIP/2.0" and method != "ACK":
+            self._stateless(request, peer, 505, None, [])  # §21.5.7
+            return
         key = self._key(request, via.branch, via.host, via.port, call_id, remote_tag, cseq.number)
         if method == "ACK":
             self._ack(key, call_id, remote_tag, to_tag, cseq.number, now)

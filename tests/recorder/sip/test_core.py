@@ -514,3 +514,26 @@ def test_many_calls_leave_nothing_behind() -> None:
     assert (h.core.transactions, h.core.dialogs) == (0, 0)
     assert h.core.next_deadline() is None
     assert len(h.core._timers) == 0
+
+
+def test_another_sip_version_gets_505() -> None:
+    h = Harness()
+
+    [answer] = h.send(request("OPTIONS").replace(b" SIP/2.0\r\n", b" SIP/3.0\r\n", 1), 0.0)
+
+    assert answer.status == 505
+    assert h.core.transactions == 0
+
+
+def test_the_number_of_dialogs_is_capped_and_a_second_answer_is_dropped() -> None:
+    h = Harness(max_dialogs=1)
+    h.answered_call(0.0)
+    tx = h.request(invite(branch="z9hG4bKsecond", call_id="second"), 0.1).transaction
+
+    assert h.core.respond(tx, 200, now=0.1) is None
+
+    [busy] = h.answers()
+    assert (busy.status, busy.headers.get("retry-after")) == (503, "5")
+    assert h.core.respond(tx, 200, now=0.2) is None
+    assert h.answers() == []
+    assert h.core.dialogs == 1
