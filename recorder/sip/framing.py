@@ -24,6 +24,7 @@ class StreamFramer:
 
     def __init__(self, max_message: int = MAX_MESSAGE) -> None:
         self.max_message = max_message
+        self.pings = 0  # RFC 5626 keep-alives seen (a CRLF CRLF between messages), each owed a CRLF
         self._buffer = bytearray()
 
     def feed(self, data: bytes) -> list[bytes]:
@@ -36,6 +37,7 @@ class StreamFramer:
             while start < len(self._buffer) and self._buffer[start] in b"\r\n":
                 start += 1
             if start:
+                self.pings += self._buffer[:start].count(b"\r\n\r\n")
                 del self._buffer[:start]
             message = self._next()
             if message is None:

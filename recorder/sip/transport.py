@@ -157,11 +157,13 @@ class SipServer:
         self._flush()
 
     def _tick(self) -> None:
+        # The loop may run a timer up to its clock's resolution early: never before its time.
+        now = max(asyncio.get_running_loop().time(), self._timer_at or 0.0)
         self._timer, self._timer_at = None, None
         if self._core is None:
             return
         try:
-            self._core.tick(asyncio.get_running_loop().time())
+            self._core.tick(now)
         except Exception:
             log.exception("SIP core failed on its timers")
         self._flush()
@@ -276,6 +278,10 @@ class _Connection(asyncio.Protocol):
             log.info("SIP over TCP from %s:%d closed: %s", self._peer.host, self._peer.port, exc)
             self.close()
             return
+        if self._framer.pings:
+            # RFC 5626 §4.4.1: a CRLF CRLF ping is answered with a CRLF pong.
+            self.write(b"\r\n" * self._framer.pings)
+            self._framer.pings = 0
         for message in messages:
             self._server._received(message, self._peer)
 

@@ -29,6 +29,15 @@ def test_byte_by_byte() -> None:
     assert all(parse(m) for m in messages)
 
 
+def test_keep_alives_between_messages_are_counted_as_pings() -> None:
+    framer = StreamFramer()
+
+    messages = framer.feed(b"\r\n\r\n" + request("OPTIONS") + b"\r\n\r\n\r\n\r\n")
+
+    assert messages == [request("OPTIONS")]
+    assert framer.pings == 3
+
+
 def test_a_stream_message_without_content_length_has_no_body() -> None:
     options = request("OPTIONS").replace(b"Content-Length: 0\r\n", b"")
     framer = StreamFramer()

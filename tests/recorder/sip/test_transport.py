@@ -189,6 +189,7 @@ def test_a_call_over_tcp_with_split_and_pipelined_messages() -> None:
             options = request("OPTIONS", transport="TCP", branch="z9hG4bKo", call_id="other")
             bye = request("BYE", to_tag=tag, transport="TCP", branch="z9hG4bKb", cseq=2)
             await tcp.send(b"\r\n\r\n" + ack + options + bye)  # a keep-alive, then three
+            assert await tcp.reader.readexactly(2) == b"\r\n"  # RFC 5626's pong
             assert [(await tcp.answer()).status for _ in range(2)] == [200, 200]
             kinds = [type(await app.events.get()).__name__ for _ in range(3)]
             assert kinds == ["RequestReceived", "Confirmed", "RequestReceived"]
