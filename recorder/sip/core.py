@@ -112,6 +112,7 @@ class ServerTransaction:
     last: bytes | None = None  # the last answer sent, re-sent on a retransmitted request
     final: int | None = None  # the final status, once sent
     cseq: int = 0
+    identity: tuple[str, str, int] | None = None  # an initial INVITE's Call-ID, From tag, CSeq
     # Timers, each None when not running (seconds on the caller's clock).
     resend_at: float | None = None
     interval: float = T1
@@ -185,6 +186,8 @@ class SipCore:
         self._transactions: dict[tuple[str, ...], ServerTransaction] = {}
         self._dialogs: dict[tuple[str, str, str], Dialog] = {}
         self._awaiting_ack: dict[tuple[int, int], ServerTransaction] = {}  # (dialog, cseq)
+        # Initial INVITEs by Call-ID, From tag and CSeq: one arriving twice is merged (§8.2.2.2).
+        self._initial: dict[tuple[str, str, int], ServerTransaction] = {}
         self._timers: list[_Timer] = []
         self._order = itertools.count()
         self._outgoing: list[tuple[Peer, bytes]] = []
@@ -340,10 +343,23 @@ class SipCore:
         elif to_tag is not None:
             self._in_dialog(tx, method, call_id, to_tag, remote_tag, cseq.number, now)
         elif method == "INVITE":
-            self._send_answer(tx, 100, None, [], b"", now)
-            self._hand_over(tx, None, now)
+            self._initial_invite(tx, call_id, remote_tag, now)
         else:
             self._outside_dialog(tx, method, now)
+
+    def _initial_invite(
+        self, tx: ServerTransaction, call_id: str, remote_tag: str, now: float
+    ) -> None:
+        identity = (call_id, remote_tag, tx.cseq)
+        if remote_tag and identity in self._initial:
+            # The same INVITE by another path (a fork looping back): one session is enough.
+            self._send_answer(tx, 482, None, [], b"", now)
+            return
+        if remote_tag:
+            self._initial[identity] = tx
+            tx.identity = identity
+        self._send_answer(tx, 100, None, [], b"", now)
+        self._hand_over(tx, None, now)
 
     def _in_dialog(
         self,
@@ -523,6 +539,8 @@ class SipCore:
         tx.deadline = None
         if self._transactions.get(tx.key) is tx:
             del self._transactions[tx.key]
+        if tx.identity is not None and self._initial.get(tx.identity) is tx:
+            del self._initial[tx.identity]
         if tx.dialog is not None:
             tx.dialog.transactions.discard(tx)
             if self._awaiting_ack.get((id(tx.dialog), tx.cseq)) is tx:

@@ -537,3 +537,15 @@ def test_the_number_of_dialogs_is_capped_and_a_second_answer_is_dropped() -> Non
     assert h.core.respond(tx, 200, now=0.2) is None
     assert h.answers() == []
     assert h.core.dialogs == 1
+
+
+def test_the_same_invite_by_another_path_is_refused_482() -> None:
+    h = Harness()
+    h.request(invite(), 0.0)
+
+    [merged] = h.send(invite(branch="z9hG4bKotherpath"), 0.1)
+
+    assert merged.status == 482
+    assert h.events() == []
+    h.run_until(1000.0)
+    assert statuses(h.send(invite(branch="z9hG4bKlater"), 1000.0)) == [100]  # forgotten
