@@ -1,9 +1,10 @@
 """HTTP routes of the consent layer: clients, API keys, the consent ledger, retention.
 
-Authentication lives in ``consent.api_auth``, the app context in ``consent.api_context``
-and the call routes in ``consent.api_calls``; ``router`` carries them all. Each route
-runs one operation of ``consent.operations``, as ``callrec`` does; revoking a grant
-needs retention (``purge_existing``), so its route is in ``retention.api``.
+Authentication lives in ``consent.api_auth``, the app context in ``consent.api_context``,
+the call routes in ``consent.api_calls`` and a client's webhook endpoints in
+``consent.api_webhooks``; ``router`` carries them all. Each route runs one operation
+of ``consent.operations``, as ``callrec`` does; revoking a grant needs retention
+(``purge_existing``), so its route is in ``retention.api``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from consent import api_calls, apikeys, clients, ledger, operations, registry
+from consent import api_calls, api_webhooks, apikeys, clients, ledger, operations, registry
 from consent.api_auth import Admin, Caller, allow, allow_client, tenant_of
 from consent.api_context import ApiContext, Context
 from consent.apikeys import ApiKeyPublic, IssuedKey, Principal, Role
@@ -202,6 +203,7 @@ def list_purposes(
 
 
 router.include_router(api_calls.router)
+router.include_router(api_webhooks.router)
 
 # Re-exported: the routes of other packages import these from here.
 __all__ = ["ApiContext", "Caller", "Context", "allow", "allow_client", "router", "tenant_of"]

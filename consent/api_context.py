@@ -19,6 +19,7 @@ from storage.audit import AuditLog
 from storage.db import session_scope
 from storage.group_commit import GroupCommit
 from storage.keyring import Keyring
+from storage.webhooks import Gateway
 
 __all__ = ["ApiContext", "Context", "get_context"]
 
@@ -33,6 +34,8 @@ class ApiContext:
     clock: Callable[[], datetime]
     admin_key: str | None = None
     sip_uri_host: str = "127.0.0.1:5080"
+    # Where this gateway's HTTP listens: webhooks may not point back at it.
+    gateway: Gateway = field(default_factory=lambda: Gateway("127.0.0.1", 8080))
     # Per-process caches of what decisions read; see consent.reader for why they hold.
     consent_reader: ConsentReader = field(default_factory=ConsentReader)
     # Where call setups' writes are committed together; ``close()`` stops its thread.

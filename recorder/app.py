@@ -29,11 +29,13 @@ from recorder.errors import install_error_handlers
 from recorder.live import LiveCaptures, LiveLimits
 from recorder.metrics import DomainMetrics, LiveCollector
 from recorder.openapi import install_openapi
+from recorder.webhook_dispatch import WebhookDispatcher
 from retention import api as retention_api
 from retention import api_audit, api_evidence
 from storage.backend import StorageBackend
 from storage.errors import StorageError
 from storage.scratch import clear_leftovers
+from storage.webhooks import Gateway
 
 
 def create_app(
@@ -49,10 +51,12 @@ def create_app(
         # milliseconds (the p99 at 500 calls/s went from ~40 ms to ~7 ms).
         gc.freeze()
         await app.state.live.start()
+        await app.state.webhooks.start()
         try:
             yield
         finally:
             gc.unfreeze()
+            await app.state.webhooks.stop()
             # Live calls still running are ended and stored before the gateway goes.
             await app.state.live.stop()
             # Commits what call setups already submitted, then stops the writer thread.
@@ -75,6 +79,7 @@ def create_app(
         clock=clock,
         admin_key=admin_key,
         sip_uri_host=f"{settings.sip_host}:{settings.sip_port}",
+        gateway=Gateway(settings.http_host, settings.http_port),
     )
     app.state.vault = backend.vault
     app.state.store = backend.store
@@ -93,6 +98,14 @@ def create_app(
             max_duration_s=settings.live_max_duration_s,
             media_timeout_s=settings.live_media_timeout_s,
         ),
+    )
+    app.state.webhooks = WebhookDispatcher(
+        engine=backend.engine,
+        keyring=backend.keyring,
+        clock=clock,
+        timeout_s=settings.webhook_timeout_s,
+        max_age_s=settings.webhook_max_age_s,
+        concurrency=settings.webhook_concurrency,
     )
     if settings.ice_addresses is not None:
         ice.use_ice_addresses(settings.ice_addresses)

@@ -8,6 +8,7 @@ never shorten retention and never extend a purpose: they only block the purge.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from enum import StrEnum
@@ -238,7 +239,12 @@ def place_hold(
         now=now,
         client_id=request.client_id,
         subject=hold.id,
-        data={"reason": request.reason, "targets": targets, "recordings": len(recordings)},
+        data={
+            "reason": request.reason,
+            "targets": targets,
+            "recordings": len(recordings),
+            "clients": _clients(session, request, recordings),
+        },
     )
     return _public(hold, request, len(recordings))
 
@@ -273,9 +279,29 @@ def release_hold(
         now=now,
         client_id=request.client_id,
         subject=hold.id,
-        data={"recordings": len(recordings)},
+        data={"recordings": len(recordings), "clients": _clients(session, request, recordings)},
     )
     return _public(hold, request, len(recordings))
+
+
+def _clients(
+    session: Session, request: HoldRequest, recordings: Iterable[Recording]
+) -> dict[str, int]:
+    """Each client the case touches, with how many of its recordings it covers: each
+    client's webhook tells it of its own (storage.webhook_events)."""
+    from consent.calls import CallDecision
+
+    counts = Counter(r.client_id for r in recordings)
+    touched = {request.client_id} if request.client_id else set()
+    if request.call_ids:
+        touched |= set(
+            session.exec(
+                select(CallDecision.client_id).where(
+                    col(CallDecision.call_id).in_(request.call_ids)
+                )
+            )
+        )
+    return {client: counts.get(client, 0) for client in sorted(touched | set(counts))}
 
 
 def _refresh(

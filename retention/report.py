@@ -27,6 +27,8 @@ Definitions the numbers follow:
   its counts; one client's report counts that client's among the listed findings).
 - Consent coverage: live recordings whose own client's call decision said
   ``record=True`` with a grant id, over all live recordings.
+- Webhooks: deliveries pending (waiting, or being retried with backoff) and dead (not
+  delivered within ``CALLREC_WEBHOOK_MAX_AGE_S``), all time; a dead one fails the check.
 """
 
 from __future__ import annotations
@@ -46,7 +48,12 @@ from retention.report_catalog import (
     scan_catalog,
     sorted_inventory,
 )
-from retention.report_checks import audit_status, reconciliation_status, subject_requests
+from retention.report_checks import (
+    audit_status,
+    reconciliation_status,
+    subject_requests,
+    webhook_status,
+)
 from retention.report_holds import active_holds, overdue_recordings
 from retention.report_model import (
     AGE_BUCKETS,
@@ -128,6 +135,7 @@ def _build(
     subjects = subject_requests(scope, start)
     recon = reconciliation_status(scope, reconciliation)
     chain = audit_status(audit_report)
+    hooks = webhook_status(scope)
     return RetentionReport(
         generated_at=now,
         period=Period(start=start, end=now, days=(now - start).days),
@@ -138,6 +146,7 @@ def _build(
             audit_chain=chain.ok,
             reconciliation=recon.ok,
             subject_requests_on_time=not subjects.overdue,
+            webhooks_delivered=hooks.dead == 0,
         ),
         policy=_policy(scope),
         inventory=sorted_inventory(found.inventory),
@@ -150,6 +159,7 @@ def _build(
         subject_requests=subjects,
         reconciliation=recon,
         audit=chain,
+        webhooks=hooks,
     )
 
 

@@ -1,5 +1,5 @@
 """The retention report's checks from outside the catalog: subject requests, the last
-reconciliation and the audit chain.
+reconciliation, the audit chain and the webhook outbox.
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ from retention.report_model import (
     SubjectOverdue,
     SubjectRow,
     Subjects,
+    WebhookStatus,
 )
 from retention.report_scope import LIST_LIMIT, Scope
 from retention.subjects import RequestKind, SubjectRequest
+from storage import outbox
 from storage.audit import AuditEvent, ChainReport
 from storage.catalog import Recording
 
@@ -148,4 +150,15 @@ def audit_status(report: ChainReport | None) -> AuditStatus:
         events=report.events,
         first_bad=report.first_bad,
         problem=report.problem,
+    )
+
+
+def webhook_status(scope: Scope) -> WebhookStatus:
+    """Deliveries waiting and dead, of the client when the report is one client's."""
+    found = outbox.backlog(scope.session, client_id=scope.client_id)
+    return WebhookStatus(
+        pending=found.pending,
+        oldest_pending=found.oldest_pending,
+        dead=found.dead,
+        last_dead=found.last_dead,
     )

@@ -77,6 +77,7 @@ def _sections(r: RetentionReport) -> Iterable[Block]:
         recon_rows + [("ghost_id", g) for g in r.reconciliation.ghost_ids],
     )
     yield "audit_chain", ("key", "value"), r.audit.model_dump().items()
+    yield "webhooks", ("key", "value"), r.webhooks.model_dump().items()
 
 
 def _models(name: str, model: type[BaseModel], items: Sequence[BaseModel]) -> Block:

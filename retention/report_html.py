@@ -83,6 +83,8 @@ def _tiles(r: RetentionReport) -> str:
          f"orphans {recon.orphans}, ghosts {recon.ghosts}" if recon.run else "catalog vs bucket"),
         (c.subject_requests_on_time, str(len(r.subject_requests.overdue)),
          "Subject requests overdue", "must be 0"),
+        (c.webhooks_delivered, str(r.webhooks.dead), "Webhooks dead",
+         f"must be 0; {r.webhooks.pending} pending"),
     ]  # fmt: skip
     cells = []
     for ok, value, label, detail in tiles:
@@ -228,7 +230,20 @@ def _sections(r: RetentionReport) -> list[str]:
                  _table("Item|Value", _reconciliation(r))),
         _section("audit", "Audit chain", _table("Item|Value", _audit(r))),
         "</div>",
+        _section("webhooks", "Webhooks", _table("Item|Value", _webhooks(r)),
+            "Pending: waiting, or retried with backoff after a failed attempt. Dead: not "
+            "delivered within the maximum age; the receiver never got it."),
     ]  # fmt: skip
+
+
+def _webhooks(r: RetentionReport) -> list[Sequence[Cell]]:
+    w = r.webhooks
+    return [
+        ("Pending deliveries", w.pending),
+        ("Oldest pending since", w.oldest_pending),
+        ("Dead deliveries", w.dead),
+        ("Last one died", w.last_dead),
+    ]
 
 
 def _inventory(r: RetentionReport) -> list[Sequence[Cell]]:

@@ -169,6 +169,15 @@ class AuditStatus(_Row):
     problem: str | None = None
 
 
+class WebhookStatus(_Row):
+    """Webhook deliveries not done: waiting (or being retried), and dead (given up)."""
+
+    pending: int = 0
+    oldest_pending: datetime | None = None
+    dead: int = 0
+    last_dead: datetime | None = None
+
+
 class Checks(_Row):
     """The headline: each must hold; ``None`` means not checked in this report."""
 
@@ -177,6 +186,7 @@ class Checks(_Row):
     audit_chain: bool | None
     reconciliation: bool | None
     subject_requests_on_time: bool
+    webhooks_delivered: bool  # no dead webhook delivery
 
 
 class RetentionReport(_Row):
@@ -195,3 +205,4 @@ class RetentionReport(_Row):
     subject_requests: Subjects
     reconciliation: ReconciliationStatus
     audit: AuditStatus
+    webhooks: WebhookStatus

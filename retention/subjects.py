@@ -154,10 +154,13 @@ def submit(
         if held:
             row.status, row.completed_at = "partially_completed", None
     elif request.kind == RequestKind.RESTRICTION:
+        restricted = []
         for recording in recordings:
             if recording.state == RecordingState.STORED:
                 catalog.transition(recording, RecordingState.RESTRICTED, now=now)
                 session.add(recording)
+                restricted.append(recording.id)
+        result["restricted"] = restricted  # each one's webhook (storage.webhook_events)
     elif request.kind == RequestKind.OBJECTION:
         add_objection(
             session,

@@ -136,6 +136,26 @@ class Keyring:
         session.flush()
         return was_live
 
+    def wrap_client_secret(
+        self, session: Session, *, client_id: str, secret: bytes, context: str, now: datetime
+    ) -> bytes:
+        """Encrypt a 32-byte secret the client owns (a webhook's signing key) under its key.
+
+        Destroying the client's key (offboarding) makes the secret unreadable too.
+        """
+        client_key = self._client_key(session, client_id=client_id, now=now)
+        return crypto.wrap_key(client_key, secret, context=f"secret:{context}".encode())
+
+    def unwrap_client_secret(
+        self, session: Session, *, client_id: str, wrapped: bytes, context: str
+    ) -> bytes:
+        """A secret made by ``wrap_client_secret``; KeyDestroyed once the client's key is gone."""
+        row = session.get(ClientKey, client_id)
+        if row is None or row.wrapped is None:
+            raise KeyDestroyed(f"the key of client {client_id} is destroyed")
+        client_key = self._unwrap_client_key(row)
+        return crypto.unwrap_key(client_key, wrapped, context=f"secret:{context}".encode())
+
     def _client_key(self, session: Session, *, client_id: str, now: datetime) -> bytes:
         row = session.get(ClientKey, client_id)
         if row is None:

@@ -3,6 +3,8 @@
 from storage.audit import AuditAnchor, AuditEvent
 from storage.catalog import Recording, RecordingPurpose
 from storage.keyring import ClientKey, MasterKeyCheck, RecordingKey
+from storage.outbox import WebhookDelivery
+from storage.webhooks import WebhookEndpoint
 
 __all__ = [
     "AuditAnchor",
@@ -12,4 +14,6 @@ __all__ = [
     "Recording",
     "RecordingKey",
     "RecordingPurpose",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]

@@ -120,6 +120,17 @@ class Settings(BaseSettings):
     live_media_timeout_s: int = Field(
         30, ge=1, description="Seconds without media after which a live session is ended."
     )
+    webhook_timeout_s: float = Field(
+        5.0, gt=0, le=60, description="Seconds a webhook receiver has to answer one attempt."
+    )
+    webhook_max_age_s: int = Field(
+        86400,
+        ge=60,
+        description="Seconds a webhook is retried (with backoff) before it is dead.",
+    )
+    webhook_concurrency: int = Field(
+        64, ge=1, le=1024, description="Webhook deliveries one gateway sends at once."
+    )
 
     @field_validator("ice_addresses", mode="before")
     @classmethod

@@ -107,6 +107,15 @@ def _fresh_grant(world: World, tenant: str) -> tuple[str, dict[str, Any]]:
     return f"/v1/clients/{tenant}/consents/{grant['id']}/revoke", {"json": body}
 
 
+# Never sent anywhere: nothing listens on port 9 (discard) of a documentation address.
+WEBHOOK = {"url": "http://192.0.2.1:9/hooks", "events": ["recording.stored"]}
+
+
+def _fresh_webhook(world: World, tenant: str) -> tuple[str, dict[str, Any]]:
+    endpoint = world.ok("POST", f"/v1/clients/{tenant}/webhooks", ADMIN, json=WEBHOOK)
+    return f"/v1/clients/{tenant}/webhooks/{endpoint['id']}", {}
+
+
 def _awaiting_call(world: World, tenant: str) -> tuple[str, dict[str, Any]]:
     call_id = world.new_call(tenant, jurisdiction="MA")  # all-party: the caller is asked
     body = {"accepted": True, "method": "dtmf", "notice_version": "v1"}
@@ -213,6 +222,17 @@ TABLE: dict[tuple[str, str], Rule] = {
     ),
     ("GET", "/v1/clients/{client}/siprec"): Rule(
         frozenset({"admin"}), 200, _for_client("/v1/clients/{}/siprec")
+    ),
+    ("POST", "/v1/clients/{client}/webhooks"): Rule(
+        frozenset({"admin", "client_admin"}),
+        201,
+        _for_client("/v1/clients/{}/webhooks", json=WEBHOOK),
+    ),
+    ("GET", "/v1/clients/{client}/webhooks"): Rule(
+        frozenset({"admin", "client_admin"}), 200, _for_client("/v1/clients/{}/webhooks")
+    ),
+    ("DELETE", "/v1/clients/{client}/webhooks/{webhook_id}"): Rule(
+        frozenset({"admin", "client_admin"}), 200, _fresh_webhook
     ),
     ("GET", "/v1/purposes"): Rule(ANY_KEY, 200, _plain("/v1/purposes"), scoped=False),
     # Call routes: the client is the key's own; no admin (docs/http-api.md, Roles).

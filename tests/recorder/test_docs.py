@@ -17,6 +17,7 @@ PAGES = (
     "evidence.md",
     "operations.md",
     "siprec-integration.md",
+    "webhooks.md",
 )
 
 

@@ -349,6 +349,7 @@ def test_subject_requests_reconciliation_and_checks(report: RetentionReport) -> 
         "audit_chain": True,
         "reconciliation": False,
         "subject_requests_on_time": False,
+        "webhooks_delivered": True,
     }
 
 

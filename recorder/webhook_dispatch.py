@@ -1,0 +1,207 @@
+"""Delivers the webhook outbox: signed POSTs to each client's endpoints, retried until a day old.
+
+Every replica runs one dispatcher; they share the work through leases on the outbox
+rows (storage.outbox), so one delivery is sent by one of them at a time and a replica
+that dies mid-send leaves its rows to the others when the lease ends. A delivery is
+done on a 2xx answer; anything else (refused, a timeout, another status) is tried
+again after the next step of ``backoff`` until the event is ``max_age`` old, and is
+then dead: the retention report shows it.
+
+The dispatcher wakes at once when an event that may carry a webhook commits on this
+gateway (storage.audit_feed) and polls for the rest: events committed by other
+processes, and retries falling due. Sending never holds up a caller: the caller's
+transaction only wrote the outbox rows.
+
+Each request carries the Standard Webhooks headers: ``webhook-id`` (the delivery's id,
+the same on every retry), ``webhook-timestamp`` (this attempt's Unix time, from the
+wall clock: receivers refuse stale ones) and ``webhook-signature``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+
+import httpx2 as httpx
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from storage import audit_feed, outbox, webhooks
+from storage.audit_feed import FedEvent
+from storage.db import connection_scope
+from storage.errors import StorageError
+from storage.keyring import Keyring
+from storage.webhook_events import SOURCE_KINDS
+
+log = logging.getLogger(__name__)
+
+# Seconds before the 2nd, 3rd… attempt; the last step repeats until the event is too old.
+DEFAULT_BACKOFF = (5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0)
+_USER_AGENT = "callrec-webhooks/1"
+
+
+class WebhookDispatcher:
+    """Claims due deliveries in batches, sends a batch concurrently, records the outcomes."""
+
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        keyring: Keyring,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        wall: Callable[[], float] = time.time,
+        timeout_s: float = 5.0,
+        max_age_s: float = 86400.0,
+        concurrency: int = 64,
+        poll_s: float = 1.0,
+        backoff: Sequence[float] = DEFAULT_BACKOFF,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if not backoff:
+            raise ValueError("backoff needs at least one step")
+        self._engine = engine
+        self._keyring = keyring
+        self._clock = clock
+        self._wall = wall
+        self._timeout_s = timeout_s
+        self._max_age = timedelta(seconds=max_age_s)
+        self._concurrency = concurrency
+        self._poll_s = poll_s
+        self._backoff = tuple(backoff)
+        self._transport = transport
+        # A delivery's lease outlives its attempt: the request's timeout, and room to
+        # record the outcome.
+        self._lease = timedelta(seconds=2 * timeout_s + 30)
+        self._secrets: dict[str, bytes] = {}  # endpoint id → secret (they never change)
+        self._http: httpx.AsyncClient | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self.delivered = 0
+        self.failed = 0
+
+    async def start(self) -> None:
+        self._wake = asyncio.Event()
+        self._http = httpx.AsyncClient(
+            timeout=self._timeout_s,
+            transport=self._transport,
+            follow_redirects=False,  # a redirect is the receiver's answer: not a 2xx
+            limits=httpx.Limits(max_connections=self._concurrency),
+            headers={"user-agent": _USER_AGENT},
+        )
+        loop, wake = asyncio.get_running_loop(), self._wake
+
+        def heard(events: Sequence[FedEvent]) -> None:
+            # In the committing thread: a webhook's event was just committed here.
+            if any(e.kind in SOURCE_KINDS for e in events):
+                with contextlib.suppress(RuntimeError):  # the loop has closed
+                    loop.call_soon_threadsafe(wake.set)
+
+        audit_feed.watch(self._engine, heard)
+        self._task = asyncio.create_task(self._run(), name="webhook-dispatcher")
+
+    async def stop(self) -> None:
+        """Stop sending; what was in flight is leased and sent again later (at least once)."""
+        if self._task is not None:
+            self._task.cancel()
+            if self._task.get_loop() is asyncio.get_running_loop():
+                await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if self._http is not None:
+            with contextlib.suppress(RuntimeError):  # its loop is gone (see LiveCaptures.stop)
+                await self._http.aclose()
+            self._http = None
+
+    def wake(self) -> None:
+        """Look for due deliveries now (from the event loop's thread)."""
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                sent = await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database may be away: try again at the next poll
+                log.exception("webhook dispatcher")
+                sent = 0
+            if sent >= self._concurrency:
+                continue  # a full batch: more may be due at once
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll_s)
+
+    async def run_once(self) -> int:
+        """Send one batch of due deliveries; return how many were attempted."""
+        claimed = await asyncio.to_thread(self._claim)
+        if not claimed:
+            return 0
+        outcomes = await asyncio.gather(*(self._send(item, secret) for item, secret in claimed))
+        await asyncio.to_thread(self._settle, outcomes)
+        return len(claimed)
+
+    def _claim(self) -> list[tuple[outbox.Claimed, bytes | None]]:
+        now = self._clock()
+        # A read first: most polls find nothing, and need no write lock to say so.
+        with self._engine.connect() as connection:
+            if not outbox.any_due(connection, now=now):
+                return []
+        with connection_scope(self._engine) as connection:
+            claimed = outbox.claim(connection, now=now, limit=self._concurrency, lease=self._lease)
+        missing = {c.endpoint_id for c in claimed} - set(self._secrets)
+        if missing:
+            with Session(self._engine) as session:
+                for endpoint_id in missing:
+                    try:
+                        secret = webhooks.secret_of(session, self._keyring, endpoint_id=endpoint_id)
+                    except StorageError as exc:  # the client's key is destroyed
+                        log.warning("webhook endpoint %s cannot sign: %s", endpoint_id, exc)
+                        continue
+                    if secret is not None:
+                        self._secrets[endpoint_id] = secret
+        return [(c, self._secrets.get(c.endpoint_id)) for c in claimed]
+
+    async def _send(self, item: outbox.Claimed, secret: bytes | None) -> outbox.Outcome:
+        assert self._http is not None
+        error: str | None
+        if secret is None:
+            error = "the endpoint's secret is gone (endpoint deleted or client offboarded)"
+        else:
+            body = item.body.encode()
+            timestamp = int(self._wall())
+            headers = {
+                "content-type": "application/json",
+                "webhook-id": item.id,
+                "webhook-timestamp": str(timestamp),
+                "webhook-signature": outbox.signature(
+                    secret, message_id=item.id, timestamp=timestamp, body=body
+                ),
+            }
+            try:
+                response = await self._http.post(item.url, content=body, headers=headers)
+            except httpx.TimeoutException:
+                error = f"no answer within {self._timeout_s:g} s"
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            else:
+                ok = 200 <= response.status_code < 300
+                error = None if ok else f"HTTP {response.status_code}"
+        if error is None:
+            self.delivered += 1
+        else:
+            self.failed += 1
+            log.info("webhook %s to endpoint %s failed: %s", item.id, item.endpoint_id, error)
+        return outbox.Outcome(item.id, item.attempts, item.created_at, error)
+
+    def _settle(self, outcomes: Sequence[outbox.Outcome]) -> None:
+        with connection_scope(self._engine) as connection:
+            outbox.settle(
+                connection,
+                outcomes,
+                now=self._clock(),
+                backoff=self._backoff,
+                max_age=self._max_age,
+            )
