@@ -11,6 +11,7 @@ from bench import (
     store_rss,
     store_typical,
     store_upload,
+    webhooks,
     whip_sessions,
 )
 
@@ -31,5 +32,7 @@ if __name__ == "__main__":
     purge.run()
     print("== retention: report over 1,000,000 recordings on PostgreSQL ==")
     report.run()
+    print("== webhooks: the outbox's cost per event, and delivery to a local receiver ==")
+    webhooks.run()
     print("== recorder: concurrent WHIP sessions vs stock aiortc MediaRecorder ==")
     whip_sessions.run()

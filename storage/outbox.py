@@ -201,7 +201,8 @@ def settle(
                 "settled": now if dead else None,
             }
         )
-    key = o.id == sa.bindparam("key")
+    # Still pending: an endpoint deleted meanwhile cancelled its rows, and that stands.
+    key = sa.and_(o.id == sa.bindparam("key"), o.status == PENDING)
     if delivered:
         connection.execute(
             sa.update(_OUTBOX)

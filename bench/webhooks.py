@@ -1,0 +1,252 @@
+"""Webhooks: what the outbox adds to an event's transaction, and how fast the outbox drains.
+
+(a) The outbox's cost. The call hook's own event (``call.decided``) is no webhook type:
+its only cost there is one look-up of the kind in a set. The cost that matters is an
+event that *is* subscribed: the endpoint look-up and the outbox row, in the event's
+transaction. Measured on transactions shaped like the call hook's write (one audit
+event appended in its own transaction, committed), ``TRANSACTIONS`` per measure:
+
+- ``consent.revoked`` of a client with no endpoint (the baseline),
+- ``consent.revoked`` of a client with an endpoint subscribed to every type (one outbox row),
+- ``call.decided`` of that same client (what the call hook appends).
+
+Measures interleaved over ``ROUNDS`` rounds, the median of each; ratio = time per
+transaction / the baseline's (target <= 1.10).
+
+(b) Delivery: ``EVENTS`` events of a subscribed type are written, then one dispatcher
+(the gateway's, default concurrency) sends them to a receiver on 127.0.0.1 — uvicorn
+with a bare ASGI app answering 200, in a process of its own so that it takes its own
+core — until every delivery is settled as delivered. Rate = events / that time (target
+>= 500/s). Each payload is signed, as in production.
+
+Both on SQLite (the embedded default) and on PostgreSQL when one answers on
+``CALLREC_BENCH_POSTGRES_URL`` (a throw-away database is created and dropped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import secrets
+import socket
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+import uvicorn
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from bench.harness import now
+from recorder.webhook_dispatch import WebhookDispatcher
+from storage import outbox, webhooks
+from storage.audit import AuditEntry, AuditLog
+from storage.db import connection_scope, create_db_engine, migrate, session_scope
+from storage.keyring import Keyring
+from storage.webhook_events import EVENT_TYPES
+
+ADMIN_URL = os.environ.get(
+    "CALLREC_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+TRANSACTIONS = 1000
+ROUNDS = 3
+EVENTS = 5000
+TARGET_RATIO = 1.10
+TARGET_RATE = 500.0
+HOST = "127.0.0.1"
+
+
+# --- the receiver (its own process) ------------------------------------------------
+
+
+async def _receive(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def _serve(port: int) -> None:
+    uvicorn.run(_receive, host=HOST, port=port, log_level="warning", access_log=False)
+
+
+@contextmanager
+def receiver() -> Iterator[str]:
+    with socket.socket() as probe:  # a free port for the child to bind
+        probe.bind((HOST, 0))
+        port = probe.getsockname()[1]
+    process = multiprocessing.get_context("spawn").Process(target=_serve, args=(port,))
+    process.start()
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection((HOST, port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the receiver did not start") from None
+                time.sleep(0.05)
+        yield f"http://{HOST}:{port}/hooks"
+    finally:
+        process.terminate()
+        process.join(timeout=10)
+
+
+# --- databases ---------------------------------------------------------------------
+
+
+def databases(workdir: Path) -> Iterator[tuple[str, Engine]]:
+    """SQLite, then PostgreSQL if one answers; each migrated and empty."""
+    engine = create_db_engine(f"sqlite:///{workdir / 'callrec.db'}")
+    migrate(engine)
+    try:
+        yield "sqlite", engine
+    finally:
+        engine.dispose()
+    try:
+        admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            name = f"bench_webhooks_{secrets.token_hex(4)}"
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:
+        print(f"  PostgreSQL: not measured ({str(exc).splitlines()[0]})")
+        return
+    engine = create_db_engine(admin.url.set(database=name).render_as_string(False))
+    try:
+        migrate(engine)
+        yield "postgresql", engine
+    finally:
+        engine.dispose()
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def subscribe(engine: Engine, keyring: Keyring, audit: AuditLog, client_id: str, url: str) -> None:
+    with session_scope(engine) as session:
+        webhooks.create_endpoint(
+            session,
+            client_id=client_id,
+            url=url,
+            events=EVENT_TYPES,
+            gateway=webhooks.Gateway(HOST, 1),
+            keyring=keyring,
+            audit=audit,
+            actor="bench",
+            now=now(),
+        )
+
+
+# --- (a) the outbox's cost ---------------------------------------------------------
+
+
+def per_transaction(engine: Engine, audit: AuditLog, kind: str, client_id: str) -> float:
+    """Seconds per transaction appending one ``kind`` event of ``client_id``."""
+    started = time.perf_counter()
+    for i in range(TRANSACTIONS):
+        entry = AuditEntry(kind, "bench", client_id=client_id, subject=f"g{i}", data={"n": i})
+        with connection_scope(engine) as connection:
+            audit.append_many(connection, [entry], now=now())
+    return (time.perf_counter() - started) / TRANSACTIONS
+
+
+def outbox_cost(engine: Engine, keyring: Keyring, audit: AuditLog) -> dict[str, float]:
+    subscribe(engine, keyring, audit, "subscribed", "http://192.0.2.1:9/never")
+    cases: dict[str, tuple[str, str]] = {
+        "unsubscribed consent.revoked": ("consent.revoked", "quiet"),
+        "subscribed consent.revoked": ("consent.revoked", "subscribed"),
+        "subscribed call.decided": ("call.decided", "subscribed"),
+    }
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    per_transaction(engine, audit, "consent.revoked", "warmup")
+    for round_ in range(ROUNDS):
+        names = list(cases) if round_ % 2 == 0 else list(reversed(cases))
+        for name in names:
+            times[name].append(per_transaction(engine, audit, *cases[name]))
+    with connection_scope(engine) as connection:  # these rows are never to be sent
+        connection.execute(sa.delete(outbox.WebhookDelivery.__table__))  # type: ignore[attr-defined]
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+# --- (b) delivery rate -------------------------------------------------------------
+
+
+def delivery_rate(engine: Engine, keyring: Keyring, audit: AuditLog, url: str) -> float:
+    subscribe(engine, keyring, audit, "receiving", url)
+    for start in range(0, EVENTS, 500):
+        entries = [
+            AuditEntry("consent.revoked", "bench", client_id="receiving", subject=f"g{i}")
+            for i in range(start, min(start + 500, EVENTS))
+        ]
+        with connection_scope(engine) as connection:
+            audit.append_many(connection, entries, now=now())
+    delivered = sa.select(sa.func.count()).where(
+        outbox.WebhookDelivery.status == outbox.DELIVERED  # type: ignore[arg-type]
+    )
+
+    async def drain() -> float:
+        dispatcher = WebhookDispatcher(engine=engine, keyring=keyring, poll_s=0.05)
+        started = time.perf_counter()
+        await dispatcher.start()
+        try:
+            while True:
+                await asyncio.sleep(0.05)
+                count = await asyncio.to_thread(_count, engine, delivered)
+                if count >= EVENTS:
+                    return time.perf_counter() - started
+                if dispatcher.failed:
+                    raise RuntimeError(f"{dispatcher.failed} deliveries failed")
+        finally:
+            await dispatcher.stop()
+
+    return EVENTS / asyncio.run(drain())
+
+
+def _count(engine: Engine, query: sa.Select[Any]) -> int:
+    with Session(engine) as session:
+        return int(session.execute(query).scalar_one())
+
+
+def _fmt_us(seconds: float) -> str:
+    return f"{seconds * 1e6:8.0f} µs"
+
+
+def run() -> dict[str, float]:
+    results: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp, receiver() as url:
+        for name, engine in databases(Path(tmp)):
+            keyring = Keyring(secrets.token_bytes(32))
+            audit = AuditLog(keyring.derive("audit-anchor"))
+            costs = outbox_cost(engine, keyring, audit)
+            base = costs["unsubscribed consent.revoked"]
+            print(f"  {name}: one audited event per transaction, {TRANSACTIONS} per measure")
+            for case, seconds in costs.items():
+                ratio = seconds / base
+                mark = "" if case.startswith("unsub") else f"  ratio {ratio:.3f}"
+                goal = "  (goal <= 1.10)" if case == "subscribed consent.revoked" else ""
+                print(f"    {case:30s} {_fmt_us(seconds)}{mark}{goal}")
+                results[f"{name}_{case.replace(' ', '_')}_s"] = seconds
+            results[f"{name}_outbox_ratio"] = costs["subscribed consent.revoked"] / base
+            rate = delivery_rate(engine, keyring, audit, url)
+            status = "meets" if rate >= TARGET_RATE else "MISSES"
+            print(
+                f"  {name}: delivered {EVENTS} signed webhooks to a local receiver at "
+                f"{rate:,.0f}/s ({status} >= {TARGET_RATE:.0f}/s)"
+            )
+            results[f"{name}_delivery_rate"] = rate
+    return results
+
+
+if __name__ == "__main__":
+    run()
