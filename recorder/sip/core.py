@@ -174,7 +174,9 @@ class SipCore:
         *,
         local_host: str,
         local_port: int,
-        max_transactions: int = 10_000,
+        # UDP keeps about two finished transactions per call for 32 s each: 32,768 lets
+        # 500 calls a second be set up and torn down for as long as they come.
+        max_transactions: int = 32_768,
         max_dialogs: int = 10_000,
         dialog_max_age: float = 24 * 3600.0,
         new_tag: Callable[[], str] | None = None,
