@@ -9,8 +9,10 @@ from fastapi import APIRouter, Depends
 from consent.api_auth import allow
 from consent.api_context import Context
 from consent.apikeys import Principal, Role
+from retention.errors import NotFound
 from retention.evidence import recording_evidence
-from retention.evidence_model import RecordingEvidence
+from retention.evidence_lookup import number_evidence
+from retention.evidence_model import EvidenceLookup, NumberEvidence, RecordingEvidence
 
 router = APIRouter(prefix="/v1", tags=["evidence"])
 
@@ -29,6 +31,24 @@ def get_recording_evidence(
             session,
             recording_id,
             client_id=principal.client_id,
+            audit=context.audit,
+            now=context.clock(),
+        )
+
+
+@router.post("/evidence/lookup")
+def look_up_evidence(
+    body: EvidenceLookup, context: Context, principal: Inspector
+) -> NumberEvidence:
+    """Every decision and recording for a number at a client, with the same evidence."""
+    if principal.client_id not in (None, body.client_id):
+        raise NotFound(f"no client {body.client_id}")
+    with context.read() as session:
+        return number_evidence(
+            session,
+            client_id=body.client_id,
+            phone=body.phone,
+            phone_key=context.phone_key,
             audit=context.audit,
             now=context.clock(),
         )

@@ -47,7 +47,15 @@ from storage import catalog
 from storage.audit import AuditEvent, AuditLog
 from storage.catalog import Recording
 
-__all__ = ["AUDIO_ROUTE", "EXPORT_ROUTE", "recording_evidence"]
+__all__ = [
+    "AUDIO_ROUTE",
+    "EXPORT_ROUTE",
+    "Events",
+    "caller_consent_of",
+    "chain_status",
+    "decision_fact_of",
+    "recording_evidence",
+]
 
 AUDIO_ROUTE = "GET /v1/recordings/{recording_id}/audio"
 EXPORT_ROUTE = "GET /v1/subject-requests/{request_id}/export"
@@ -55,7 +63,7 @@ EXPORT_ROUTE = "GET /v1/subject-requests/{request_id}/export"
 F = TypeVar("F", bound=Cited)
 
 
-class _Events:
+class Events:
     """The events found, and those cited so far (for the chain check)."""
 
     def __init__(self, events: Iterable[AuditEvent]) -> None:
@@ -104,10 +112,10 @@ def recording_evidence(
         )
         .order_by(col(AuditEvent.seq))
     )
-    events = _Events(session.exec(query))
-    decision_fact = _decision(events, decision)
+    events = Events(session.exec(query))
+    decision_fact = decision_fact_of(events, decision)
     grant = _grant(session, events, decision)
-    caller = _caller_consent(events, decision)
+    caller = caller_consent_of(events, decision)
     stored = _stored(events, recording)
     certificate = _certificate(events, recording)
     purposes = _purposes(session, events, recording, decision)
@@ -129,7 +137,7 @@ def recording_evidence(
         restrictions=restrictions,
         reads=reads,
         certificate=certificate,
-        chain=_chain(session, audit, events.cited),
+        chain=chain_status(session, audit, events.cited),
     )
     answer.kept_because = kept_because(answer, now)
     return answer
@@ -173,7 +181,7 @@ def _requests_of(
     return list(session.exec(query))
 
 
-def _decision(events: _Events, decision: CallDecision | None) -> DecisionFact | None:
+def decision_fact_of(events: Events, decision: CallDecision | None) -> DecisionFact | None:
     found = events.first(decision.id, "call.decided") if decision else None
     if decision is None or found is None:
         return None
@@ -194,7 +202,7 @@ def _decision(events: _Events, decision: CallDecision | None) -> DecisionFact | 
     )
 
 
-def _grant(session: Session, events: _Events, decision: CallDecision | None) -> GrantFact | None:
+def _grant(session: Session, events: Events, decision: CallDecision | None) -> GrantFact | None:
     if decision is None or decision.grant_id is None:
         return None
     found = events.first(decision.grant_id, "consent.granted")
@@ -231,7 +239,7 @@ def _grant(session: Session, events: _Events, decision: CallDecision | None) -> 
     )
 
 
-def _caller_consent(events: _Events, decision: CallDecision | None) -> CallerConsentFact | None:
+def caller_consent_of(events: Events, decision: CallDecision | None) -> CallerConsentFact | None:
     found = events.first(decision.id, "call.caller_consent") if decision else None
     if decision is None or found is None:
         return None
@@ -245,7 +253,7 @@ def _caller_consent(events: _Events, decision: CallDecision | None) -> CallerCon
     )
 
 
-def _stored(events: _Events, recording: Recording) -> StoredFact | None:
+def _stored(events: Events, recording: Recording) -> StoredFact | None:
     found = events.first(recording.id, "recording.stored") or events.first(
         recording.id, "recording.recovered"
     )
@@ -262,7 +270,7 @@ def _stored(events: _Events, recording: Recording) -> StoredFact | None:
     )
 
 
-def _certificate(events: _Events, recording: Recording) -> CertificateFact | None:
+def _certificate(events: Events, recording: Recording) -> CertificateFact | None:
     found = events.first(recording.id, "recording.purged")
     if found is None:
         return None
@@ -271,7 +279,7 @@ def _certificate(events: _Events, recording: Recording) -> CertificateFact | Non
 
 
 def _purposes(
-    session: Session, events: _Events, recording: Recording, decision: CallDecision | None
+    session: Session, events: Events, recording: Recording, decision: CallDecision | None
 ) -> list[PurposeFact]:
     """Each purpose: expiry from the decision (or the catalog while live), legal basis
     from the registry, and the event that ended it, if any."""
@@ -302,7 +310,7 @@ def _purposes(
     return facts
 
 
-def _purpose_ends(events: _Events, recording: Recording) -> dict[str, PurposeEnd]:
+def _purpose_ends(events: Events, recording: Recording) -> dict[str, PurposeEnd]:
     ends: dict[str, PurposeEnd] = {}
     kinds = ("recording.purposes_expired", "recording.purposes_withdrawn", "recording.purged")
     for event, data in events.of(recording.id, *kinds):
@@ -321,7 +329,7 @@ def _purpose_ends(events: _Events, recording: Recording) -> dict[str, PurposeEnd
     return ends
 
 
-def _holds(session: Session, events: _Events, holds: dict[str, list[str]]) -> list[HoldFact]:
+def _holds(session: Session, events: Events, holds: dict[str, list[str]]) -> list[HoldFact]:
     facts = []
     for hold_id, covers in sorted(holds.items()):
         placed = events.first(hold_id, "legal_hold.placed")
@@ -345,7 +353,7 @@ def _holds(session: Session, events: _Events, holds: dict[str, list[str]]) -> li
 
 
 def _restrictions(
-    events: _Events, recording: Recording, requests: list[str]
+    events: Events, recording: Recording, requests: list[str]
 ) -> list[RestrictionFact]:
     facts = []
     for request_id in requests:
@@ -359,7 +367,7 @@ def _restrictions(
     return sorted(facts, key=lambda f: f.event_id)
 
 
-def _reads(events: _Events, recording: Recording, requests: list[str]) -> list[ReadFact]:
+def _reads(events: Events, recording: Recording, requests: list[str]) -> list[ReadFact]:
     facts = [
         events.cite(ReadFact, event, role=data.get("role"), route=data.get("route", AUDIO_ROUTE))
         for event, data in events.of(recording.id, "recording.accessed")
@@ -372,7 +380,7 @@ def _reads(events: _Events, recording: Recording, requests: list[str]) -> list[R
     return sorted(facts, key=lambda f: f.event_id)
 
 
-def _chain(session: Session, audit: AuditLog, cited: set[int]) -> ChainStatus:
+def chain_status(session: Session, audit: AuditLog, cited: set[int]) -> ChainStatus:
     if not cited:
         return ChainStatus(ok=True, checked_up_to=0)
     last = max(cited)

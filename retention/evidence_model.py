@@ -10,17 +10,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "CallEvidence",
     "CallerConsentFact",
     "CertificateFact",
     "ChainStatus",
     "Cited",
     "DecisionFact",
+    "EvidenceLookup",
     "GrantFact",
     "HoldFact",
     "HoldRelease",
+    "NumberEvidence",
     "PurposeEnd",
     "PurposeFact",
     "ReadFact",
@@ -231,3 +234,48 @@ class RecordingEvidence(BaseModel):
     """Its deletion certificate, once purged."""
     chain: ChainStatus
     """Whether the audit chain verifies through the newest event cited."""
+
+
+class CallEvidence(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    decision_id: str
+    """The call's decision."""
+    call_id: str
+    """The platform's call id."""
+    decision: DecisionFact | None
+    """The decision as its audit event recorded it, recorded or not."""
+    caller_consent: CallerConsentFact | None
+    """The caller's answer, for a call under an all-party rule."""
+    recordings: list[str]
+    """The call's recordings (their evidence is in `recordings` of the answer)."""
+
+
+class NumberEvidence(BaseModel):
+    """Every decision and recording for one number at one client, with their evidence."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    client_id: str
+    """The client."""
+    calls: list[CallEvidence]
+    """Every call decided in which the number took part, oldest first."""
+    recordings: list[RecordingEvidence]
+    """The evidence of each of those calls' recordings."""
+    chain: ChainStatus
+    """Whether the audit chain verifies through the newest event cited anywhere above."""
+
+
+class EvidenceLookup(BaseModel):
+    """Whose evidence to look up: a number at a client (in the body, never in a URL)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    client_id: str = Field(
+        max_length=63, description="The client the number called or was called by"
+    )
+    phone: str = Field(
+        max_length=100,
+        description="The number, E.164 (the forms the call hook accepts are normalised)",
+        json_schema_extra={"examples": ["+212612345678"]},
+    )

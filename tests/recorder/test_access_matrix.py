@@ -268,6 +268,14 @@ TABLE: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/recordings/{recording_id}/evidence"): Rule(
         STAFF | {"client_admin"}, 200, _ids("recordings", "/v1/recordings/{}/evidence")
     ),
+    ("POST", "/v1/evidence/lookup"): Rule(
+        STAFF | {"client_admin"},
+        200,
+        lambda _world, tenant: (
+            "/v1/evidence/lookup",
+            {"json": {"client_id": tenant, "phone": "+212612345678"}},
+        ),
+    ),
     ("POST", "/v1/legal-holds"): Rule(
         STAFF,
         201,

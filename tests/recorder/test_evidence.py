@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ def _check_against_the_log(client: TestClient, evidence: Any, headers: dict[str,
         assert event["client_id"] in (None, evidence["client_id"]), fact
     assert evidence["chain"]["ok"] is True, evidence["chain"]
     assert evidence["chain"]["checked_up_to"] == max(f["event_id"] for f in facts)
+    assert evidence["client_id"] in {e["client_id"] for e in log}
 
 
 def _store(client: TestClient, tmp_path: Path, integrator: dict[str, str], call_id: str) -> str:
@@ -220,3 +222,64 @@ def test_another_clients_recording_is_not_found(client: TestClient, tmp_path: Pa
     missing = client.get("/v1/recordings/rec_none/evidence", headers=ADMIN)
     assert missing.status_code == 404
     assert missing.json().keys() == {"error", "detail"}
+
+
+def test_lookup_by_number_gives_every_call_and_recording_of_it(
+    client: TestClient, tmp_path: Path, caplog: Any
+) -> None:
+    acme = make_tenant(client, "acme")
+    globex = make_tenant(client, "globex")
+    _ok(client.post("/v1/calls", json=call_body("n-1"), headers=acme.integrator))
+    first = _store(client, tmp_path, acme.integrator, "n-1")
+    # Called back from a number written another way: the same number.
+    body = call_body(
+        "n-2", direction="outbound", **{"from": "+212522000000", "to": "00212 612-345-678"}
+    )
+    _ok(client.post("/v1/calls", json=body, headers=acme.integrator))
+    refused = call_body("n-3", purposes=["optimization"])  # decided, not recorded
+    _ok(client.post("/v1/calls", json=refused, headers=acme.integrator))
+    _ok(
+        client.post(
+            "/v1/calls",
+            json=call_body("other", **{"from": "+33612345678"}),
+            headers=acme.integrator,
+        )
+    )
+    _ok(client.post("/v1/calls", json=call_body("g-1"), headers=globex.integrator))
+
+    lookup = {"client_id": "acme", "phone": "+212 6 12 34 56 78"}
+    answer = _ok(client.post("/v1/evidence/lookup", json=lookup, headers=acme.client_admin))
+    assert [c["call_id"] for c in answer["calls"]] == ["n-1", "n-2", "n-3"]
+    assert [c["decision"]["reason"] for c in answer["calls"]] == [
+        "recorded",
+        "recorded",
+        "purpose_not_granted",
+    ]
+    assert answer["calls"][0]["recordings"] == [first]
+    assert [r["recording_id"] for r in answer["recordings"]] == [first]
+    assert answer["recordings"][0] == _evidence(client, first, acme.client_admin)
+    assert answer["chain"]["ok"] is True
+    _check_against_the_log(client, answer, ADMIN)
+    assert "globex" not in json.dumps(answer)
+
+    # Another tenant's client is 404 for a client-bound key; a bad number is 422.
+    for headers in (globex.client_admin,):
+        response = client.post("/v1/evidence/lookup", json=lookup, headers=headers)
+        assert response.status_code == 404, response.text
+    bad = client.post(
+        "/v1/evidence/lookup", json={"client_id": "acme", "phone": "12"}, headers=ADMIN
+    )
+    assert (bad.status_code, bad.json()["error"]) == (422, "invalid_phone")
+    unknown = client.post(
+        "/v1/evidence/lookup", json={"client_id": "nobody", "phone": "+212612345678"}, headers=ADMIN
+    )
+    assert unknown.status_code == 404
+    nothing = _ok(
+        client.post(
+            "/v1/evidence/lookup",
+            json={"client_id": "acme", "phone": "+15551234567"},
+            headers=ADMIN,
+        )
+    )
+    assert (nothing["calls"], nothing["recordings"], nothing["chain"]["ok"]) == ([], [], True)
+    assert "612345678" not in caplog.text and "6 12 34" not in caplog.text
