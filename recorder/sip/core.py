@@ -20,11 +20,18 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import re
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from recorder.sip.answers import (
+    COPIED,
+    REQUEST_START,
+    answer_destination,
+    build_response,
+    contact_user,
+    warning,
+)
 from recorder.sip.message import (
     Headers,
     SipParseError,
@@ -38,7 +45,17 @@ from recorder.sip.message import (
     serialize,
     uri_user,
 )
-from recorder.sip.reasons import reason_phrase
+from recorder.sip.state import (
+    T1,
+    Cancelled,
+    Confirmed,
+    Dialog,
+    DialogEnded,
+    Event,
+    Peer,
+    RequestReceived,
+    ServerTransaction,
+)
 
 __all__ = [
     "Cancelled",
@@ -54,7 +71,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-T1 = 0.5  # §17.1.1.1: round-trip estimate
 T2 = 4.0  # the longest retransmission interval
 T4 = 5.0  # how long a message may stay in the network (Timer I)
 LINGER = 64 * T1  # Timers H, J, L: how long a finished transaction still absorbs copies
@@ -72,91 +88,6 @@ KNOWN_ELSEWHERE = frozenset(
     {"REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH"}
 )
 MAGIC_COOKIE = "z9hG4bK"  # §8.1.1.7: branches made by RFC 3261 clients start with it
-
-
-@dataclass(frozen=True)
-class Peer:
-    """Where a message came from and where its answers go (``connection`` for TCP)."""
-
-    transport: str  # "udp" | "tcp"
-    host: str
-    port: int
-    connection: int | None = None
-
-
-@dataclass(eq=False)
-class Dialog:
-    """A dialog the application accepted (§12): Call-ID and both tags identify it."""
-
-    call_id: str
-    local_tag: str
-    remote_tag: str
-    peer: Peer
-    remote_cseq: int = 0
-    created: float = 0.0
-    ended: bool = False
-    transactions: set[ServerTransaction] = field(default_factory=set, repr=False)
-
-
-@dataclass(eq=False)
-class ServerTransaction:
-    """One request and its answers (§17.2); opaque to the application but for these two."""
-
-    request: SipRequest
-    peer: Peer
-    key: tuple[str, ...] = ()
-    dialog: Dialog | None = None
-    destination: Peer | None = None
-    marks: str | None = None  # what the top Via of our answers gains (received, rport)
-    local_tag: str | None = None
-    last: bytes | None = None  # the last answer sent, re-sent on a retransmitted request
-    final: int | None = None  # the final status, once sent
-    cseq: int = 0
-    identity: tuple[str, str, int] | None = None  # an initial INVITE's Call-ID, From tag, CSeq
-    # Timers, each None when not running (seconds on the caller's clock).
-    resend_at: float | None = None
-    interval: float = T1
-    give_up_at: float | None = None
-    answer_by: float | None = None
-    drop_at: float | None = None
-    deadline: float | None = None
-
-    @property
-    def method(self) -> str:
-        return self.request.method
-
-
-@dataclass
-class RequestReceived:
-    """A request for the application (INVITE, UPDATE, INFO, BYE); answer it with respond()."""
-
-    transaction: ServerTransaction
-    dialog: Dialog | None  # None: an initial INVITE
-
-
-@dataclass
-class Cancelled:
-    """A CANCEL for an INVITE not yet answered: the core sent 200 to it and 487 to the INVITE."""
-
-    transaction: ServerTransaction
-
-
-@dataclass
-class Confirmed:
-    """The ACK for our 2xx arrived (the 2xx is no longer repeated)."""
-
-    dialog: Dialog
-
-
-@dataclass
-class DialogEnded:
-    """A dialog ended without a request saying so: ``no_ack`` or ``expired``."""
-
-    dialog: Dialog
-    reason: str
-
-
-Event = RequestReceived | Cancelled | Confirmed | DialogEnded
 
 
 @dataclass(order=True)
@@ -319,7 +250,9 @@ class SipCore:
             to_tag = header_params(to).get("tag")
         except SipParseError as exc:
             if request.method != "ACK":  # an ACK is never answered (§17.1.1.3)
-                self._stateless(request, peer, 400, None, [("Warning", _warning(self, exc))])
+                self._stateless(
+                    request, peer, 400, None, [("Warning", warning(self.local_host, exc))]
+                )
             return
         method = request.method.upper()
         if request.version.upper() != "SIP/2.0" and method != "ACK":
@@ -338,7 +271,7 @@ class SipCore:
             self._stateless(request, peer, 503, None, [("Retry-After", "5")])
             return
         tx = ServerTransaction(request, peer, (*key, method), cseq=cseq.number)
-        tx.destination, tx.marks = _destination(via.host, via.port, via.params, peer)
+        tx.destination, tx.marks = answer_destination(via.host, via.port, via.params, peer)
         self._transactions[tx.key] = tx
         if method == "CANCEL":
             self._cancel(tx, key, now)
@@ -478,7 +411,7 @@ class SipCore:
         if status > 100 and tx.local_tag is None:
             to_tag = header_params(tx.request.headers.get("to") or "").get("tag")
             tx.local_tag = to_tag or (tx.dialog.local_tag if tx.dialog else self._new_tag())
-        response = _response(tx.request, status, reason, tx.local_tag, extra, body, tx.marks)
+        response = build_response(tx.request, status, reason, tx.local_tag, extra, body, tx.marks)
         data = serialize(response)
         tx.last = data
         assert tx.destination is not None
@@ -561,9 +494,9 @@ class SipCore:
             via = parse_via(request.headers.get("via") or "")
         except SipParseError:
             return
-        destination, marks = _destination(via.host, via.port, via.params, peer)
+        destination, marks = answer_destination(via.host, via.port, via.params, peer)
         tag = None if status == 100 else self._new_tag()
-        response = _response(request, status, reason, tag, extra, b"", marks)
+        response = build_response(request, status, reason, tag, extra, b"", marks)
         self._outgoing.append((destination, serialize(response)))
 
     def _salvage(self, data: bytes, peer: Peer, problem: str) -> None:
@@ -571,19 +504,19 @@ class SipCore:
         head = data[:8192].split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
         lines = head.replace(b"\r\n", b"\n").split(b"\n")
         start = lines[0].decode("latin-1")
-        if not _REQUEST_START.match(start) or start.upper().startswith("ACK "):
+        if not REQUEST_START.match(start) or start.upper().startswith("ACK "):
             return
         headers = Headers()
         for line in lines[1:]:
             name, colon, value = line.decode("latin-1").partition(":")
-            if colon and full_name(name.strip()) in _COPIED:
+            if colon and full_name(name.strip()) in COPIED:
                 value = "".join(c for c in value.strip() if c.isprintable())
                 headers.add(name.strip(), value)
         if not all(headers.get(n) for n in ("via", "from", "to", "call-id", "cseq")):
             return
         method, uri, _ = start.split(" ", 2)
         request = SipRequest(method, uri, headers, b"")
-        self._stateless(request, peer, 400, None, [("Warning", _warning(self, problem))])
+        self._stateless(request, peer, 400, None, [("Warning", warning(self.local_host, problem))])
 
     # -- dialogs ---------------------------------------------------------------------
 
@@ -635,13 +568,9 @@ class SipCore:
     def _contact(self, tx: ServerTransaction) -> str:
         user = uri_user(tx.request.uri)
         host = f"[{self.local_host}]" if ":" in self.local_host else self.local_host
-        at = f"{_quote_user(user)}@" if user else ""
+        at = f"{contact_user(user)}@" if user else ""
         transport = ";transport=tcp" if tx.peer.transport == "tcp" else ""
         return f"<sip:{at}{host}:{self.local_port}{transport}>"
-
-
-_REQUEST_START = re.compile(r"[A-Za-z]+ \S+ SIP/\d\.\d$", re.IGNORECASE)
-_COPIED = {"via": "Via", "from": "From", "to": "To", "call-id": "Call-ID", "cseq": "CSeq"}
 
 
 def _live(timer: _Timer) -> bool:
@@ -649,68 +578,3 @@ def _live(timer: _Timer) -> bool:
     if isinstance(target, Dialog):
         return not target.ended
     return target.deadline == timer.when
-
-
-def _warning(core: SipCore, problem: object) -> str:
-    text = str(problem).replace("\\", "").replace('"', "'")[:120]
-    return f'399 {core.local_host} "{text}"'
-
-
-def _quote_user(user: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_.!~*'()&=+$,;?/" else f"%{ord(c):02X}" for c in user)
-
-
-def _destination(
-    host: str, port: int | None, params: dict[str, str | None], peer: Peer
-) -> tuple[Peer, str | None]:
-    """§18.2.2 and RFC 3581: where the answers go, and the parameters the top Via gains.
-
-    Over TCP, the same connection. Over UDP, the source address, and the source port
-    when the client asked for it (``rport``), else the port its Via names (5060 when none).
-    """
-    marks: str | None = None
-    if "rport" in params or host.strip("[]") != peer.host:
-        marks = f";received={peer.host}" + (f";rport={peer.port}" if "rport" in params else "")
-    if peer.transport != "udp":
-        return peer, marks
-    answer_port = peer.port if "rport" in params else (port or 5060)
-    return Peer("udp", peer.host, answer_port), marks
-
-
-def _marked(via: str, marks: str) -> str:
-    """The first value of a Via field without its ``received``/``rport``, then ``marks``."""
-    first, comma, others = via.partition(",")
-    kept = [p for p in first.split(";") if p.split("=", 1)[0].strip().lower() not in _MARKS]
-    return ";".join(kept).rstrip() + marks + (comma + others if comma else "")
-
-
-_MARKS = ("received", "rport")
-
-
-def _response(
-    request: SipRequest,
-    status: int,
-    reason: str | None,
-    local_tag: str | None,
-    extra: Sequence[tuple[str, str]],
-    body: bytes,
-    marks: str | None,
-) -> SipResponse:
-    """§8.2.6.2: the answer copies Via, From, Call-ID and CSeq, and To with our tag."""
-    headers = Headers()
-    first_via = True
-    for name, value in request.headers:
-        key = full_name(name)
-        if key not in _COPIED:
-            continue
-        if key == "via" and first_via:
-            first_via = False
-            if marks is not None:
-                value = _marked(value, marks)
-        if key == "to" and local_tag and "tag" not in header_params(value):
-            value = f"{value};tag={local_tag}"
-        headers.add(_COPIED[key], value)
-    for name, value in extra:
-        headers.add(name, value)
-    headers.add("Content-Length", str(len(body)))
-    return SipResponse(status, reason or reason_phrase(status), headers, body)
