@@ -1,9 +1,11 @@
 """SIP's server side with no I/O: bytes and ``now`` in; bytes to send, events and deadlines out.
 
 The core is a user agent server (RFC 3261 §8.2, §12, §13.3, §17.2) for a recording
-server that only ever answers: it keeps server transactions (retransmitted requests get
-the last answer again; a final answer to an INVITE is repeated on UDP until the ACK) and
-dialogs (in-dialog requests reach the application with their dialog, others get 481).
+server that answers, and sends one request of its own: the BYE of ``hang_up``, when the
+application ends a session itself (``hangup.py``). It keeps server transactions
+(retransmitted requests get the last answer again; a final answer to an INVITE is
+repeated on UDP until the ACK) and dialogs (in-dialog requests reach the application
+with their dialog, others get 481).
 It answers ``OPTIONS``, ``CANCEL``, ``ACK`` and what it cannot handle by itself; the
 application answers ``INVITE``, ``UPDATE``, ``INFO`` and ``BYE`` through ``respond``.
 
@@ -32,6 +34,7 @@ from recorder.sip.answers import (
     contact_user,
     warning,
 )
+from recorder.sip.hangup import ByeSender, route_set
 from recorder.sip.message import (
     Headers,
     SipParseError,
@@ -41,8 +44,10 @@ from recorder.sip.message import (
     header_params,
     parse,
     parse_cseq,
+    parse_name_addr,
     parse_via,
     serialize,
+    split_list,
     uri_user,
 )
 from recorder.sip.state import (
@@ -125,6 +130,9 @@ class SipCore:
         self._order = itertools.count()
         self._outgoing: list[tuple[Peer, bytes]] = []
         self._events: list[Event] = []
+        self._byes = ByeSender(
+            local_host=local_host, local_port=local_port, new_branch=lambda: secrets.token_hex(8)
+        )
 
     # -- the interface ---------------------------------------------------------------
 
@@ -145,7 +153,8 @@ class SipCore:
             self._salvage(data, peer, str(exc))
             return
         if isinstance(message, SipResponse):
-            return  # the core sends no requests: a response is someone's mistake
+            self._byes.receive(message)  # the only requests the core sends are BYEs
+            return
         self._request(message, peer, now)
 
     def respond(
@@ -188,12 +197,23 @@ class SipCore:
             return dialog
         return None
 
+    def hang_up(
+        self, dialog: Dialog, *, now: float, headers: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        """End a dialog from our side: send a BYE (with ``headers``, e.g. a ``Reason``)
+        and forget the dialog. Nothing is reported back; a dialog already over is left."""
+        if dialog.ended:
+            return
+        self._byes.send(dialog, now, headers)
+        self._forget(dialog)
+
     def end_dialog(self, dialog: Dialog) -> None:
         """Forget a dialog the application ended itself (media timeout, opt-out)."""
         self._forget(dialog)
 
     def tick(self, now: float) -> None:
         """Run the timers that are due: retransmissions, timeouts, expiries."""
+        self._byes.tick(now)
         while self._timers and self._timers[0].when <= now:
             timer = heapq.heappop(self._timers)
             target = timer.target
@@ -208,6 +228,12 @@ class SipCore:
 
     def next_deadline(self) -> float | None:
         """When ``tick`` has something to do next, or None."""
+        ours, byes = self._next_deadline(), self._byes.next_deadline()
+        if ours is None or byes is None:
+            return byes if ours is None else ours
+        return min(ours, byes)
+
+    def _next_deadline(self) -> float | None:
         while self._timers:
             first = self._timers[0]
             target = first.target
@@ -221,7 +247,7 @@ class SipCore:
 
     def take_outgoing(self) -> list[tuple[Peer, bytes]]:
         outgoing, self._outgoing = self._outgoing, []
-        return outgoing
+        return outgoing + self._byes.take_outgoing()
 
     def take_events(self) -> list[Event]:
         events, self._events = self._events, []
@@ -527,8 +553,23 @@ class SipCore:
         remote_tag = header_params(headers.get("from") or "").get("tag") or ""
         local_tag = tx.local_tag or self._new_tag()
         tx.local_tag = local_tag
+        to, from_ = headers.get("to") or "", headers.get("from") or ""
+        contact = headers.get("contact")
+        try:
+            target = parse_name_addr(split_list(contact)[0] if contact else from_).uri
+        except (SipParseError, IndexError):
+            target = tx.request.uri  # nowhere better to send a BYE to than where it came from
         dialog = Dialog(
-            headers.get("call-id") or "", local_tag, remote_tag, tx.peer, tx.cseq, created=now
+            headers.get("call-id") or "",
+            local_tag,
+            remote_tag,
+            tx.peer,
+            tx.cseq,
+            created=now,
+            local_uri=to if "tag" in header_params(to) else f"{to};tag={local_tag}",
+            remote_uri=from_,
+            remote_target=target,
+            route_set=route_set(headers.get_all("record-route")),
         )
         self._dialogs[(dialog.call_id, local_tag, remote_tag)] = dialog
         tx.dialog = dialog

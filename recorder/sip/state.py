@@ -44,6 +44,13 @@ class Dialog:
     remote_cseq: int = 0
     created: float = 0.0
     ended: bool = False
+    # What a request of ours in this dialog needs (§12.1.1): our From (the INVITE's To with
+    # our tag), our To (the INVITE's From), the Request-URI (its Contact) and its route set.
+    local_uri: str = ""
+    remote_uri: str = ""
+    remote_target: str = ""
+    route_set: tuple[str, ...] = ()
+    local_cseq: int = 0
     transactions: set[ServerTransaction] = field(default_factory=set, repr=False)
 
 

@@ -120,6 +120,11 @@ class SipServer:
         self._flush()
         return dialog
 
+    def hang_up(self, dialog: Dialog, *, headers: Sequence[tuple[str, str]] = ()) -> None:
+        """End a dialog from our side with a BYE (``SipCore.hang_up``)."""
+        self.core.hang_up(dialog, now=asyncio.get_running_loop().time(), headers=headers)
+        self._flush()
+
     def end_dialog(self, dialog: Dialog) -> None:
         """Forget a dialog the application ended (``SipCore.end_dialog``)."""
         self.core.end_dialog(dialog)

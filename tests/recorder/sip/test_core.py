@@ -17,7 +17,16 @@ from recorder.sip.core import (
     ServerTransaction,
     SipCore,
 )
-from recorder.sip.message import SipResponse, format_reason, header_params, parse, parse_via
+from recorder.sip.message import (
+    Headers,
+    SipRequest,
+    SipResponse,
+    format_reason,
+    header_params,
+    parse,
+    parse_via,
+    serialize,
+)
 from tests.recorder.sip.messages import invite, request
 
 UDP = Peer("udp", "127.0.0.1", 5060)
@@ -549,3 +558,90 @@ def test_the_same_invite_by_another_path_is_refused_482() -> None:
     assert h.events() == []
     h.run_until(1000.0)
     assert statuses(h.send(invite(branch="z9hG4bKlater"), 1000.0)) == [100]  # forgotten
+
+
+def _bye_answer(bye: SipRequest, status: int = 200) -> bytes:
+    answer = SipResponse(status, "OK", Headers(), b"")
+    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+        answer.headers.add(name, bye.headers.get(name) or "")
+    answer.headers.add("Content-Length", "0")
+    return serialize(answer)
+
+
+def test_hang_up_sends_a_bye_in_the_dialog_repeated_until_answered() -> None:
+    h = Harness()
+    dialog, _ = h.answered_call(0.0)
+    h.send(ack("tag1"), 0.1)
+    h.events()
+
+    h.core.hang_up(dialog, now=10.0, headers=[("Reason", format_reason(200, "media_timeout"))])
+
+    [(destination, data)] = h.core.take_outgoing()
+    assert destination == Peer("udp", "127.0.0.1", 5060)  # the INVITE's Contact
+    bye = parse(data)
+    assert isinstance(bye, SipRequest)
+    assert (bye.method, bye.uri) == ("BYE", "sip:src@127.0.0.1:5060;transport=udp")
+    assert bye.headers.get("from") == "<sip:acme@127.0.0.1:5080>;tag=tag1"
+    assert bye.headers.get("to") == '"Recording Client" <sip:src@127.0.0.1>;tag=1928301774'
+    assert bye.headers.get("call-id") == dialog.call_id
+    assert bye.headers.get("cseq") == "1 BYE"
+    assert bye.headers.get("reason") == 'SIP;cause=200;text="media_timeout"'
+    via = parse_via(bye.headers.get("via") or "")
+    assert (via.transport, via.host, via.port) == ("UDP", "127.0.0.1", 5080)
+    assert dialog.ended and h.core.dialogs == 0
+
+    resent = [(t, data) for t, data in _raw_until(h, 12.0)]
+    assert [t for t, _ in resent] == [10.5, 11.5]
+    h.core.receive(_bye_answer(bye), UDP, 12.0)
+    assert _raw_until(h, 100.0) == []
+    assert h.core.next_deadline() is None
+    assert h.events() == []
+    assert statuses(
+        h.send(request("INFO", to_tag="tag1", branch="z9hG4bKlate", cseq=5), 101.0)
+    ) == [481]
+
+
+def test_an_unanswered_bye_is_given_up_and_a_tcp_bye_is_sent_once_on_the_connection() -> None:
+    h = Harness()
+    dialog, _ = h.answered_call(0.0)
+    h.core.hang_up(dialog, now=1.0)
+    h.core.take_outgoing()
+    assert len(_raw_until(h, 100.0)) == 10
+    assert h.core.next_deadline() is None
+
+    tcp_dialog, _ = h.answered_call(200.0, TCP)
+    h.core.hang_up(tcp_dialog, now=201.0)
+    h.core.hang_up(tcp_dialog, now=201.0)  # already over: nothing more
+    [(destination, data)] = h.core.take_outgoing()
+    assert destination == TCP
+    assert "SIP/2.0/TCP" in (parse(data).headers.get("via") or "")
+    assert _raw_until(h, 300.0) == []
+
+
+def test_a_bye_follows_the_record_route() -> None:
+    h = Harness()
+    recorded = invite().replace(
+        b"Max-Forwards: 70\r\n",
+        b"Max-Forwards: 70\r\nRecord-Route: <sip:10.0.0.1:5070;lr>, <sip:proxy.example;lr>\r\n",
+    )
+    tx = h.request(recorded, 0.0).transaction
+    dialog = h.core.respond(tx, 200, now=0.0)
+    assert dialog is not None
+    h.answers()
+
+    h.core.hang_up(dialog, now=1.0)
+
+    [(destination, data)] = h.core.take_outgoing()
+    assert destination == Peer("udp", "10.0.0.1", 5070)
+    assert parse(data).headers.get_all("route") == [
+        "<sip:10.0.0.1:5070;lr>",
+        "<sip:proxy.example;lr>",
+    ]
+
+
+def _raw_until(h: Harness, end: float) -> list[tuple[float, bytes]]:
+    sent = []
+    while (deadline := h.core.next_deadline()) is not None and deadline <= end:
+        h.core.tick(deadline)
+        sent += [(deadline, data) for _, data in h.core.take_outgoing()]
+    return sent

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from recorder.sip.core import Confirmed, Event, RequestReceived
-from recorder.sip.message import MAX_MESSAGE, SipResponse, parse
+from recorder.sip.message import MAX_MESSAGE, SipRequest, SipResponse, parse
 from recorder.sip.transport import SipServer
 from tests.recorder.sip.messages import invite, request
 
@@ -308,5 +308,31 @@ def test_stop_closes_both_sockets() -> None:
             tcp.bind(("127.0.0.1", port))
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
             udp.bind(("127.0.0.1", port))
+
+    run(scenario)
+
+
+def test_hang_up_sends_a_bye_on_the_connection() -> None:
+    async def scenario() -> None:
+        async with App() as app:
+            tcp = await TcpClient.open(app.server.port)
+            await tcp.send(invite(transport="TCP"))
+            await tcp.answer()
+            ok = await tcp.answer()
+            tag = (ok.headers.get("to") or "").split("tag=")[1]
+            await tcp.send(request("ACK", to_tag=tag, transport="TCP", branch="z9hG4bKa", cseq=1))
+            await app.events.get()
+            confirmed = await app.events.get()
+            assert isinstance(confirmed, Confirmed)
+
+            app.server.hang_up(confirmed.dialog, headers=[("Reason", 'SIP;text="opt_out"')])
+
+            head = await tcp.reader.readuntil(b"\r\n\r\n")
+            bye = parse(head)
+            assert isinstance(bye, SipRequest)
+            assert bye.method == "BYE"
+            assert bye.headers.get("reason") == 'SIP;text="opt_out"'
+            assert app.server.core.dialogs == 0
+            await tcp.close()
 
     run(scenario)
