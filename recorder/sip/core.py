@@ -188,6 +188,8 @@ class SipCore:
         invite = tx.method == "INVITE"
         if invite and 200 <= status < 300:
             extra.append(("Contact", self._contact(tx)))
+            if not any(name.lower() == "allow" for name, _ in extra):
+                extra.append(("Allow", ALLOW))  # §20.5: a 2xx to an INVITE should say
             if dialog is None:
                 dialog = self._new_dialog(tx, now)
                 if dialog is None:

@@ -123,6 +123,7 @@ def test_the_2xx_makes_a_dialog_with_our_tag_and_contact() -> None:
     assert ok.status == 200
     assert header_params(ok.headers.get("to") or "")["tag"] == "tag1"
     assert ok.headers.get("contact") == "<sip:acme@127.0.0.1:5080>"
+    assert ok.headers.get("allow") == "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO"
     assert ok.headers.get("content-type") == "application/sdp"
     assert ok.headers.get("content-length") == "5"
     assert ok.body == b"v=0\r\n"
