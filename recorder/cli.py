@@ -24,6 +24,7 @@ from recorder.cli_common import (
     utc_now,
 )
 from recorder.cli_evidence import why
+from recorder.cli_packs import evidence_app
 from recorder.cli_tenants import clients_app, consent_app, keys_app
 from storage.errors import CallrecError, ConfigError
 
@@ -35,6 +36,7 @@ app.add_typer(s3_app, name="s3")
 app.add_typer(clients_app, name="clients")
 app.add_typer(keys_app, name="keys")
 app.add_typer(consent_app, name="consent")
+app.add_typer(evidence_app, name="evidence")
 app.command()(why)
 
 

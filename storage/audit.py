@@ -159,6 +159,12 @@ def chain_hash(prev_hash: str, event: AuditEvent) -> str:
     return _hash(prev_hash, canonical(event))
 
 
+def event_hash(prev_hash: str, fields: Mapping[str, Any]) -> str:
+    """The chain hash of an event given as its fields (``at`` a datetime, ``data`` its JSON
+    text), by the same rules as the log: for checking events copied out of it (packs)."""
+    return _hash(prev_hash, _canonical(fields))
+
+
 def _hash(prev_hash: str, canonical_event: str) -> str:
     return hashlib.sha256((prev_hash + canonical_event).encode()).hexdigest()
 

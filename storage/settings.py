@@ -67,6 +67,11 @@ class Settings(BaseSettings):
         None, description="Base64 32-byte master key; generated under DATA_DIR if unset."
     )
     admin_key: SecretStr | None = Field(None, description="Bootstrap admin API key.")
+    signing_key: SecretStr | None = Field(
+        None,
+        description="Ed25519 private key signing evidence packs (PKCS#8 PEM, or the raw "
+        "32 bytes in base64); generated under DATA_DIR if unset.",
+    )
     upload_max_bytes: int = Field(
         512 * MIB, ge=1024, description="Largest upload accepted, bytes (413 beyond)."
     )
@@ -145,7 +150,7 @@ class Settings(BaseSettings):
         first, last = _port_range(value)
         return f"{first}-{last}"
 
-    @field_validator("admin_key", "s3_secret_access_key", "master_key")
+    @field_validator("admin_key", "s3_secret_access_key", "master_key", "signing_key")
     @classmethod
     def _refuse_placeholders(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and value.get_secret_value().lower() in _PLACEHOLDER_SECRETS:
