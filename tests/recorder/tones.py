@@ -57,3 +57,13 @@ def silent_stretches(
     if start is not None:
         stretches.append((start, len(samples) / rate))
     return stretches
+
+
+def loud_stretches(
+    samples: Sequence[float], *, rate: int = RATE, floor: float = 0.01
+) -> list[tuple[float, float]]:
+    """Where the signal is not silent, as (start, end) in seconds: what ``silent_stretches``
+    leaves, to a 10 ms window's precision."""
+    quiet = silent_stretches(samples, rate=rate, floor=floor)
+    edges = [0.0, *(t for stretch in quiet for t in stretch), len(samples) / rate]
+    return [(a, b) for a, b in zip(edges[::2], edges[1::2], strict=True) if b > a]

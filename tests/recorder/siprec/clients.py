@@ -9,6 +9,7 @@ reason, when it is not installed (``.ci/run`` installs both).
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import shutil
@@ -19,7 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.recorder.siprec.rtp_media import RtpStream, interleave, pcmu_tone, write_pcap
+from tests.recorder.siprec.rtp_media import (
+    PTIME_S,
+    RtpStream,
+    interleave,
+    pcmu_tone,
+    write_pcap,
+)
 
 HOST = "127.0.0.1"
 SCENARIOS = Path(__file__).parent / "sipp"
@@ -43,29 +50,47 @@ needs_sipp = pytest.mark.skipif(
     SIPP is None or not _can_send_raw(),
     reason="needs sipp (Debian package sip-tester) and root or CAP_NET_RAW for its pcap play",
 )
+# Until the SIPREC server is part of the gateway, the tests that call it have nothing
+# to call.
+needs_siprec_server = pytest.mark.skipif(
+    importlib.util.find_spec("recorder.siprec.server") is None,
+    reason="the SIPREC server (recorder.siprec.server) is not in this build",
+)
 needs_baresip = pytest.mark.skipif(
     BARESIP is None or not (BARESIP_MODULES / "aufile.so").exists(),
     reason="needs baresip with its aufile module (Debian package baresip-core)",
 )
 
 
-def tones_pcap(
-    path: Path, *, tones: tuple[float, float] = (440.0, 660.0), seconds: float = 2.0, gap: int = 1
-) -> Path:
-    """Two RTP streams of PCMU tones for ``play_pcap_audio``: the first to the base
-    port, the second to the base port + ``gap`` (where SIPp sends it: the answer's
-    first ``m=`` port + ``gap``)."""
-    first = RtpStream(ssrc=0x5EED0001, sequence=1000, timestamp=8000)
-    second = RtpStream(ssrc=0x5EED0002, sequence=30000, timestamp=160000)
-    return write_pcap(
-        path,
-        interleave(
-            [
-                (6000, first.packets(pcmu_tone(seconds, tones[0]))),
-                (6000 + gap, second.packets(pcmu_tone(seconds, tones[1]))),
-            ]
-        ),
+def tones_pcaps(
+    workdir: Path,
+    *,
+    tones: tuple[float, float] = (440.0, 660.0),
+    seconds: float = 2.0,
+    gap: int = 1,
+    paused_s: float = 1.2,
+) -> tuple[Path, Path]:
+    """``before.pcap`` and ``after.pcap`` for the pause scenario's two plays: two RTP
+    streams of PCMU tones each, the first to the capture's base port, the second to the
+    base port + ``gap`` (where SIPp sends it: the answer's first ``m=`` port + ``gap``).
+    The second play goes on numbering each stream where a sender that kept its clock
+    running through a pause of ``paused_s`` would be."""
+    streams = (
+        RtpStream(ssrc=0x5EED0001, sequence=1000, timestamp=8000),
+        RtpStream(ssrc=0x5EED0002, sequence=30000, timestamp=160000),
     )
+    played = round(seconds / PTIME_S)
+    later = played + round(paused_s / PTIME_S)
+    paths = []
+    for name, first in (("before.pcap", 0), ("after.pcap", later)):
+        datagrams = interleave(
+            [
+                (6000 + gap * n, stream.packets(pcmu_tone(seconds, hz), first=first))
+                for n, (stream, hz) in enumerate(zip(streams, tones, strict=True))
+            ]
+        )
+        paths.append(write_pcap(workdir / name, datagrams))
+    return paths[0], paths[1]
 
 
 def run_sipp(

@@ -39,6 +39,28 @@ def ulaw_byte(sample: int) -> int:
 _ULAW = bytes(ulaw_byte(n - 32768) for n in range(65536))
 
 
+def ulaw_sample(byte: int) -> int:
+    """A G.711 mu-law byte back to its 16-bit linear sample."""
+    byte = ~byte & 0xFF
+    exponent, mantissa = (byte >> 4) & 0x07, byte & 0x0F
+    magnitude = ((mantissa << 3) + _BIAS) << exponent
+    return -(magnitude - _BIAS) if byte & 0x80 else magnitude - _BIAS
+
+
+_LINEAR = [ulaw_sample(n) / 32768 for n in range(256)]
+
+
+def decode_au(data: bytes) -> tuple[int, list[list[float]]]:
+    """The rate and each channel's samples (floats) of a mu-law ``.au`` file
+    (Sun/NeXT audio: a big-endian header, then the channels' bytes interleaved)."""
+    magic, offset, _, encoding, rate, channels = struct.unpack_from("!4sIIIII", data)
+    if magic != b".snd" or encoding != 1:
+        raise ValueError(f"not a mu-law .au file: {magic!r}, encoding {encoding}")
+    body = data[offset:]
+    body = body[: len(body) - len(body) % channels]
+    return rate, [[_LINEAR[b] for b in body[n::channels]] for n in range(channels)]
+
+
 def pcmu_tone(seconds: float, hz: float, *, amplitude: int = 12000, start: int = 0) -> bytes:
     """``seconds`` of a sine at ``hz`` as mu-law bytes at 8 kHz, from sample ``start`` on."""
     count = round(seconds * RATE)
@@ -65,7 +87,7 @@ class RtpStream:
             header = struct.pack(
                 "!BBHII",
                 0x80,
-                (0x80 if n == 0 else 0) | self.payload_type,  # marker on the first packet
+                (0x80 if index == 0 else 0) | self.payload_type,  # a talk spurt's first
                 (self.sequence + n) & 0xFFFF,
                 (self.timestamp + n * SAMPLES) & 0xFFFFFFFF,
                 self.ssrc,

@@ -30,7 +30,7 @@ from tests.recorder.siprec.clients import (
     run_sipp,
     sipp_logs,
     tone_wav,
-    tones_pcap,
+    tones_pcaps,
 )
 from tests.recorder.siprec.rtp_media import (
     PTIME_S,
@@ -108,7 +108,7 @@ class Answerer:
         self.requests.append(lines[0].split()[0])
         if lines[0].startswith("ACK"):
             return
-        headers = {}
+        headers: dict[str, str] = {}
         for line in lines[1:]:
             name, _, value = line.partition(":")
             headers.setdefault(name.strip().lower(), value.strip())
@@ -153,7 +153,7 @@ def answerer() -> Iterator[Answerer]:
 def test_sipp_plays_each_stream_of_the_pcap_to_its_port(answerer: Answerer, tmp_path: Path) -> None:
     first, second = answerer.ports()
     gap = second - first
-    tones_pcap(tmp_path / "tones.pcap", seconds=1.0, gap=gap)
+    tones_pcaps(tmp_path, seconds=1.0, gap=gap)
     result = run_sipp(
         "siprec_pause.xml",
         port=answerer.port,
@@ -172,10 +172,10 @@ def test_sipp_plays_each_stream_of_the_pcap_to_its_port(answerer: Answerer, tmp_
     assert "a=inactive" in answerer.offers[1] and "a=sendonly" in answerer.offers[2]
     # 50 packets a stream per play, two plays; each stream to its own port, intact.
     assert answerer.received == {first: 100, second: 100}
-    captured = read_pcap(tmp_path / "tones.pcap")
+    before, after = read_pcap(tmp_path / "before.pcap"), read_pcap(tmp_path / "after.pcap")
     for port in (first, second):
-        sent = [c.payload for c in captured if c.port == 6000 + (port - first)]
-        assert answerer.payloads[port] == sent + sent
+        captured = [c.payload for c in before + after if c.port == 6000 + (port - first)]
+        assert answerer.payloads[port] == captured
 
 
 @needs_baresip
