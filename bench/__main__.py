@@ -7,6 +7,7 @@ from bench import (
     consent_decide,
     purge,
     report,
+    siprec_calls,
     store_cpu,
     store_rss,
     store_typical,
@@ -36,3 +37,5 @@ if __name__ == "__main__":
     webhooks.run()
     print("== recorder: concurrent WHIP sessions vs stock aiortc MediaRecorder ==")
     whip_sessions.run()
+    print("== recorder: concurrent SIPREC calls (two G.711 streams) vs a bare UDP sink ==")
+    siprec_calls.run()
