@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,11 +30,13 @@ from recorder.errors import install_error_handlers
 from recorder.live import LiveCaptures, LiveLimits
 from recorder.metrics import DomainMetrics, LiveCollector
 from recorder.openapi import install_openapi
+from recorder.siprec.rtp import PortPool
+from recorder.siprec.server import SiprecServer
 from recorder.webhook_dispatch import WebhookDispatcher
 from retention import api as retention_api
 from retention import api_audit, api_evidence
 from storage.backend import StorageBackend
-from storage.errors import StorageError
+from storage.errors import ConfigError, StorageError
 from storage.scratch import clear_leftovers
 from storage.webhooks import Gateway
 
@@ -53,11 +56,19 @@ def create_app(
         await app.state.live.start()
         await app.state.webhooks.start()
         try:
+            await _start_siprec(app, settings.sip_host, settings.sip_port)
+        except BaseException:
+            await app.state.webhooks.stop()
+            await app.state.live.stop()
+            await run_in_threadpool(app.state.api_context.close)
+            raise
+        try:
             yield
         finally:
             gc.unfreeze()
             await app.state.webhooks.stop()
-            # Live calls still running are ended and stored before the gateway goes.
+            # No new SIPREC call; the live ones are ended and stored before the gateway goes.
+            await app.state.siprec.stop()
             await app.state.live.stop()
             # Commits what call setups already submitted, then stops the writer thread.
             await run_in_threadpool(app.state.api_context.close)
@@ -107,6 +118,15 @@ def create_app(
         max_age_s=settings.webhook_max_age_s,
         concurrency=settings.webhook_concurrency,
     )
+    app.state.siprec = SiprecServer(
+        live=app.state.live,
+        decisions=app.state.api_context.decisions,
+        engine=backend.engine,
+        audit=backend.audit,
+        clock=clock,
+        media_host=settings.sip_host,
+        ports=PortPool(*settings.rtp_port_range),
+    )
     if settings.ice_addresses is not None:
         ice.use_ice_addresses(settings.ice_addresses)
     install_error_handlers(app)
@@ -136,6 +156,19 @@ def create_app(
 
     install_openapi(app, roles_of=roles_of)
     return app
+
+
+async def _start_siprec(app: FastAPI, host: str, port: int) -> None:
+    """SIPREC on ``host:port`` (UDP and TCP); the call hook then names the port taken."""
+    try:
+        await app.state.siprec.start(host, port)
+    except OSError as exc:
+        reason = "in use" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+        raise ConfigError(
+            f"cannot listen on {host}:{port} (CALLREC_SIP_HOST/CALLREC_SIP_PORT): {reason}"
+        ) from None
+    shown = f"[{host}]" if ":" in host else host
+    app.state.api_context.sip_uri_host = f"{shown}:{app.state.siprec.port}"
 
 
 def roles_of(dependant: Dependant) -> set[str]:

@@ -283,6 +283,14 @@ class LiveCaptures:
         await call.settled.wait()  # the loop may be the one storing it
         return call.recording
 
+    def wake(self) -> None:
+        """Read the live calls' rows now: call control was just committed on this loop.
+
+        The audit feed wakes the loop as the COMMIT is sent, which a read may overtake;
+        a transport that committed the change itself (a SIPREC pause) calls this after.
+        """
+        self._wake.set()
+
     async def start(self) -> None:
         self._wake = asyncio.Event()
         loop = asyncio.get_running_loop()
