@@ -323,6 +323,7 @@ class SiprecServer:
             raise
         if unreadable:
             log.warning("SIPREC call %s: metadata unreadable; recorded from the SDP", call_id)
+            await asyncio.to_thread(self._note_unreadable, call, allowed.id)
         log.info(
             "SIPREC call %s (client %s) from %s: %d stream(s), %s",
             call_id,
@@ -332,6 +333,23 @@ class SiprecServer:
             codec.name,
         )
         return call
+
+    def _note_unreadable(self, call: SiprecCall, decision_id: str) -> None:
+        """Audited, so the audit log shows this call's channels and parties were not
+        taken from its metadata (they follow the m= lines and From/To)."""
+        try:
+            with session_scope(self._engine) as session:
+                self._audit.append(
+                    session,
+                    kind="siprec.metadata_unreadable",
+                    actor=call.actor,
+                    now=self._clock(),
+                    client_id=call.client_id,
+                    subject=decision_id,
+                    data={"call_id": call.call_id},
+                )
+        except CallrecError:  # the recording goes on: this is a note, not a condition
+            log.exception("SIPREC call %s: noting the unreadable metadata", call.call_id)
 
     def _admit(self, client_id: str | None, source: str) -> siprec.SiprecSettings:
         """The client's SIPREC settings, if the client exists and admits ``source``."""

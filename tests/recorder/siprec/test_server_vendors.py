@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlmodel import Session, select
 
+from storage.audit import AuditEvent
 from storage.db import create_db_engine, migrate
 from storage.embedded_s3 import EmbeddedS3
 from tests.recorder.capture.media import rms
@@ -37,6 +40,16 @@ def tenant(client: TestClient) -> Tenant:
     return make_tenant(client)
 
 
+def _unreadable_notes(client: TestClient, call_id: str) -> int:
+    """The audit events saying this call's metadata could not be read."""
+    engine = client.app.state.api_context.engine  # type: ignore[attr-defined]
+    with Session(engine) as session:
+        events = session.exec(
+            select(AuditEvent).where(AuditEvent.kind == "siprec.metadata_unreadable")
+        )
+        return sum(json.loads(e.data)["call_id"] == call_id for e in events)
+
+
 @pytest.mark.parametrize("name", TWO_STREAM)
 def test_a_vendors_recording_session_keeps_each_party_on_its_channel(
     client: TestClient, tenant: Tenant, name: str
@@ -60,6 +73,8 @@ def test_a_vendors_recording_session_keeps_each_party_on_its_channel(
     assert recording is not None and recording["state"] == "stored", (name, recording)
     assert recording["channels"] == 2 and recording["codec"] == fmt
     rate, channels = decoded(client, tenant, recording["id"])
+    noted = _unreadable_notes(client, call_id)
+    assert noted == (1 if expected.metadata == "unreadable" else 0), name
     middle = slice(int(0.2 * rate), int(0.9 * rate))
     for channel, stream in enumerate(expected.channels):
         samples = channels[channel][middle]
