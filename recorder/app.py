@@ -34,10 +34,11 @@ from recorder.siprec.rtp import PortPool
 from recorder.siprec.server import SiprecServer
 from recorder.webhook_dispatch import WebhookDispatcher
 from retention import api as retention_api
-from retention import api_audit, api_evidence
+from retention import api_audit, api_evidence, api_packs
 from storage.backend import StorageBackend
 from storage.errors import ConfigError, StorageError
 from storage.scratch import clear_leftovers
+from storage.signing import signing_key
 from storage.webhooks import Gateway
 
 
@@ -92,6 +93,8 @@ def create_app(
         sip_uri_host=f"{settings.sip_host}:{settings.sip_port}",
         gateway=Gateway(settings.http_host, settings.http_port),
     )
+    # Read (or made) now: a CALLREC_SIGNING_KEY that cannot be used stops the start.
+    app.state.signing_key = signing_key(settings)
     app.state.vault = backend.vault
     app.state.store = backend.store
     app.state.upload_max_bytes = settings.upload_max_bytes
@@ -138,6 +141,7 @@ def create_app(
     app.include_router(retention_api.router)
     app.include_router(api_audit.router)
     app.include_router(api_evidence.router)
+    app.include_router(api_packs.router)
     app.include_router(whip.router)
 
     @app.get("/healthz", tags=["ops"])

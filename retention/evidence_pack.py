@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -46,6 +46,9 @@ __all__ = ["STEPS", "build_pack", "pack_filename"]
 
 # What ``on_progress(done, STEPS)`` counts: the report, four tables, the audit events.
 STEPS = 6
+# Bounds that keep every date computed from the period (the report's) representable.
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 Progress = Callable[[int, int], None]
 
 
@@ -71,6 +74,8 @@ def build_pack(
             raise InvalidRequest(f"'{name}' needs a time zone (e.g. Z or +00:00)")
     if start >= end:
         raise InvalidRequest("'from' must come before 'to'")
+    if start < _EARLIEST or end > _LATEST:
+        raise InvalidRequest("the period must lie within the years 1970 to 9998")
     if client_id is not None:
         clients.get_client(session, client_id)
     progress = on_progress or (lambda done, total: None)

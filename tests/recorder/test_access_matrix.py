@@ -276,6 +276,17 @@ TABLE: dict[tuple[str, str], Rule] = {
             {"json": {"client_id": tenant, "phone": "+212612345678"}},
         ),
     ),
+    ("POST", "/v1/evidence/packs"): Rule(
+        STAFF,
+        200,
+        lambda _world, tenant: (
+            "/v1/evidence/packs",
+            {"json": {"client_id": tenant, "from": "2026-11-01", "to": "2026-12-01"}},
+        ),
+    ),
+    ("GET", "/v1/evidence/signing-key"): Rule(
+        STAFF, 200, _plain("/v1/evidence/signing-key"), scoped=False
+    ),
     ("POST", "/v1/legal-holds"): Rule(
         STAFF,
         201,

@@ -10,7 +10,7 @@ import os
 import stat
 import threading
 import zipfile
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,8 @@ from retention.pack_format import EVENTS, MANIFEST, SIGNATURE, check_pack
 from storage.backend import StorageBackend
 from storage.errors import ConfigError
 from storage.settings import Settings
-from storage.signing import SigningKey, parse_signing_key, signing_key
-from tests.recorder.conftest import Clock, call_body, make_tenant, tone_wav
+from storage.signing import SigningKey, parse_public_key, parse_signing_key, signing_key
+from tests.recorder.conftest import ADMIN, Clock, call_body, make_tenant, tone_wav
 
 PHONES = ("+212612345678", "+212522000000", "+212611111111")
 
@@ -300,6 +300,8 @@ def test_a_bad_period_or_an_unknown_client_is_refused(
         _pack(backend, key, clock, start=clock.now, end=clock.now)
     with pytest.raises(InvalidRequest, match="time zone"):
         _pack(backend, key, clock, start=datetime(2026, 1, 1), end=clock.now)
+    with pytest.raises(InvalidRequest, match="1970 to 9998"):
+        _pack(backend, key, clock, start=datetime(1, 1, 2, tzinfo=UTC), end=clock.now)
     with pytest.raises(NotFound):
         _pack(backend, key, clock, client_id="nobody")
 
@@ -353,3 +355,58 @@ def test_callrec_signing_key_is_honoured(tmp_path: Path) -> None:
     for bad in ("bm90IGEga2V5", "-----BEGIN PRIVATE KEY-----\nxx\n-----END PRIVATE KEY-----"):
         with pytest.raises(ConfigError, match="signing key"):
             signing_key(Settings(data_dir=tmp_path, signing_key=bad))
+
+
+def test_packs_and_the_signing_key_over_http(
+    client: TestClient, backend: StorageBackend, clock: Clock, tmp_path: Path
+) -> None:
+    ids = _activity(client, tmp_path)
+    compliance = {
+        "Authorization": "Bearer "
+        + _ok(client.post("/v1/api-keys", json={"role": "compliance"}, headers=ADMIN))["key"]
+    }
+    published = _ok(client.get("/v1/evidence/signing-key", headers=compliance))
+    assert published["algorithm"] == "Ed25519"
+    key = parse_public_key(published["public_key_pem"])
+    assert parse_public_key(published["public_key"]).fingerprint == key.fingerprint
+    assert published["fingerprint"] == key.fingerprint
+    # The gateway's key is the one under its data dir: made once, the same for the CLI.
+    assert signing_key(backend.settings).public.fingerprint == key.fingerprint
+
+    body = {"client_id": "acme", "from": "2026-11-28", "to": "2026-11-29T00:00:00Z"}
+    response = client.post("/v1/evidence/packs", json=body, headers=compliance)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/zip"
+    assert response.headers["content-disposition"] == (
+        'attachment; filename="evidence-acme-20261128T000000Z-20261129T000000Z.zip"'
+    )
+    check = check_pack(response.content, expected=key)
+    assert check.ok, check.problems
+    assert check.parameters["from"] == "2026-11-28T00:00:00.000000Z"
+    members = _members(response.content)
+    assert [c["recording_id"] for c in json.loads(members["deletion-certificates.json"])] == [
+        ids["erased"]
+    ]
+
+    everyone = client.post("/v1/evidence/packs", json={**body, "client_id": None}, headers=ADMIN)
+    assert everyone.status_code == 200
+    assert 'filename="evidence-all-' in everyone.headers["content-disposition"]
+    assert check_pack(everyone.content, expected=key).ok
+
+    acme_admin = _ok(
+        client.post("/v1/clients/acme/api-keys", json={"role": "client_admin"}, headers=ADMIN)
+    )
+    for headers, status in (({"Authorization": f"Bearer {acme_admin['key']}"}, 403), ({}, 401)):
+        assert client.post("/v1/evidence/packs", json=body, headers=headers).status_code == status
+        assert client.get("/v1/evidence/signing-key", headers=headers).status_code == status
+    for bad, status, code in (
+        ({**body, "client_id": "nobody"}, 404, "not_found"),
+        ({**body, "to": "2026-11-28"}, 422, "invalid_request"),
+        ({"from": "yesterday", "to": "2026-11-29"}, 422, None),
+        ({**body, "extra": 1}, 422, None),
+    ):
+        refused = client.post("/v1/evidence/packs", json=bad, headers=compliance)
+        assert refused.status_code == status, (bad, refused.text)
+        assert set(refused.json()) == {"error", "detail"}
+        if code is not None:
+            assert refused.json()["error"] == code
