@@ -26,10 +26,11 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
-import httpx2 as httpx
+import h11
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from recorder.webhook_http import Poster, PostError
 from storage import audit_feed, outbox, webhooks
 from storage.audit_feed import FedEvent
 from storage.db import connection_scope
@@ -59,7 +60,6 @@ class WebhookDispatcher:
         concurrency: int = 64,
         poll_s: float = 1.0,
         backoff: Sequence[float] = DEFAULT_BACKOFF,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not backoff:
             raise ValueError("backoff needs at least one step")
@@ -72,25 +72,23 @@ class WebhookDispatcher:
         self._concurrency = concurrency
         self._poll_s = poll_s
         self._backoff = tuple(backoff)
-        self._transport = transport
         # A delivery's lease outlives its attempt: the request's timeout, and room to
         # record the outcome.
         self._lease = timedelta(seconds=2 * timeout_s + 30)
         self._secrets: dict[str, bytes] = {}  # endpoint id → secret (they never change)
-        self._http: httpx.AsyncClient | None = None
+        self._http: Poster | None = None
         self._task: asyncio.Task[None] | None = None
+        # The last batch's outcomes, recorded while the next batch goes out.
+        self._settling: asyncio.Future[None] | None = None
         self._wake = asyncio.Event()
         self.delivered = 0
         self.failed = 0
 
     async def start(self) -> None:
         self._wake = asyncio.Event()
-        self._http = httpx.AsyncClient(
-            timeout=self._timeout_s,
-            transport=self._transport,
-            follow_redirects=False,  # a redirect is the receiver's answer: not a 2xx
-            limits=httpx.Limits(max_connections=self._concurrency),
-            headers={"user-agent": _USER_AGENT},
+        # Redirects are not followed: a 3xx is the receiver's answer, and not a 2xx.
+        self._http = Poster(
+            timeout_s=self._timeout_s, max_connections=self._concurrency, user_agent=_USER_AGENT
         )
         loop, wake = asyncio.get_running_loop(), self._wake
 
@@ -110,9 +108,13 @@ class WebhookDispatcher:
             if self._task.get_loop() is asyncio.get_running_loop():
                 await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        try:
+            await self._settled()
+        except Exception:  # its rows' leases end, and they are sent again
+            log.exception("webhook dispatcher: recording the last outcomes")
         if self._http is not None:
             with contextlib.suppress(RuntimeError):  # its loop is gone (see LiveCaptures.stop)
-                await self._http.aclose()
+                await self._http.close()
             self._http = None
 
     def wake(self) -> None:
@@ -124,6 +126,8 @@ class WebhookDispatcher:
             self._wake.clear()
             try:
                 sent = await self.run_once()
+                if sent < self._concurrency:
+                    await self._settled()  # recorded before the loop waits
             except asyncio.CancelledError:
                 raise
             except Exception:  # the database may be away: try again at the next poll
@@ -140,8 +144,16 @@ class WebhookDispatcher:
         if not claimed:
             return 0
         outcomes = await asyncio.gather(*(self._send(item, secret) for item, secret in claimed))
-        await asyncio.to_thread(self._settle, outcomes)
+        await self._settled()  # one batch's outcomes at a time
+        # Its rows stay leased until then: no claim takes them meanwhile.
+        self._settling = asyncio.ensure_future(asyncio.to_thread(self._settle, outcomes))
         return len(claimed)
+
+    async def _settled(self) -> None:
+        """Wait until the last batch's outcomes are recorded."""
+        settling, self._settling = self._settling, None
+        if settling is not None:
+            await settling
 
     def _claim(self) -> list[tuple[outbox.Claimed, bytes | None]]:
         now = self._clock()
@@ -181,14 +193,13 @@ class WebhookDispatcher:
                 ),
             }
             try:
-                response = await self._http.post(item.url, content=body, headers=headers)
-            except httpx.TimeoutException:
+                status = await self._http.post(item.url, body, headers)
+            except TimeoutError:
                 error = f"no answer within {self._timeout_s:g} s"
-            except httpx.HTTPError as exc:
+            except (PostError, OSError, h11.ProtocolError) as exc:
                 error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             else:
-                ok = 200 <= response.status_code < 300
-                error = None if ok else f"HTTP {response.status_code}"
+                error = None if 200 <= status < 300 else f"HTTP {status}"
         if error is None:
             self.delivered += 1
         else:
