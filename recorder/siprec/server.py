@@ -234,6 +234,9 @@ class SiprecServer:
             call = await self._open(tx)
             if self._pending.get(id(tx)):
                 raise Refused(487, "cancelled")
+            # An SRC that offers every stream inactive (its call not answered yet) starts
+            # paused, so that the media timeout waits for the streams to be activated.
+            await self._follow_directions(call, call.offer)
             dialog = self._respond(tx, 200, body=self._answer(call))
             if dialog is None:  # cancelled while the answer was made
                 raise Refused(487, "cancelled")

@@ -224,3 +224,27 @@ def test_a_hold_by_c_0000_pauses_too_and_a_metadata_only_update_is_taken(
         assert call.bye().status == 200
     recording = recording_of(client, tenant, session_id)
     assert recording is not None and recording["state"] == "stored"
+
+
+def test_streams_offered_inactive_start_paused_and_join_when_activated(
+    client: TestClient,
+) -> None:
+    tenant = make_tenant(client)
+    session_id = secrets.token_hex(16)
+    with signalling(client) as sip:
+        call = new_call(sip)
+        answer = call.invite(*siprec_offer(session_id, direction="inactive"))
+        assert answer.status == 200, answer
+        state = client.post(f"/v1/calls/{session_id}/pause", headers=tenant.integrator)
+        assert state.status_code == 409, state.text  # paused already: no media yet
+        active = call.invite(*siprec_offer(session_id, version=2))
+        assert active.status == 200, active
+        assert answer_ports(active.body) == answer_ports(answer.body)
+        _tones(_two_streams(call, active.body), (440, 660), 0.8)
+        assert call.bye().status == 200
+    recording = recording_of(client, tenant, session_id)
+    assert recording is not None and recording["state"] == "stored"
+    left, right = audio(client, tenant, recording["id"])
+    heard = slice(len(left) - int(0.6 * G711_RATE), len(left) - int(0.1 * G711_RATE))
+    assert dominant_hz(left[heard], rate=G711_RATE) == pytest.approx(440, abs=3)
+    assert dominant_hz(right[heard], rate=G711_RATE) == pytest.approx(660, abs=3)
