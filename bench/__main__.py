@@ -5,6 +5,7 @@ from __future__ import annotations
 from bench import (
     call_hook,
     consent_decide,
+    evidence,
     purge,
     report,
     siprec_calls,
@@ -35,6 +36,8 @@ if __name__ == "__main__":
     report.run()
     print("== webhooks: the outbox's cost per event, and delivery to a local receiver ==")
     webhooks.run()
+    print("== retention: evidence for one recording among 1,000,000 on PostgreSQL ==")
+    evidence.run()
     print("== recorder: concurrent WHIP sessions vs stock aiortc MediaRecorder ==")
     whip_sessions.run()
     print("== recorder: concurrent SIPREC calls (two G.711 streams) vs a bare UDP sink ==")

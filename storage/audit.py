@@ -355,6 +355,8 @@ class AuditLog:
             if chain_hash(prev_hash, event) != event.hash:
                 return ChainReport(False, count, event.seq, f"event {event.seq} was altered")
             prev_hash, expected_seq, count = event.hash, expected_seq + 1, count + 1
+        if count > self._walked[0]:
+            self._walked = (count, prev_hash)  # ``verify_through`` goes on from here
         return self._check_anchor(session, count, prev_hash)
 
     def verify_through(self, session: Session | sa.Connection, last: int) -> ChainReport:
@@ -370,10 +372,10 @@ class AuditLog:
         """
         connection = connection_of(session)
         walked_seq, walked_hash = self._walked
-        if walked_seq > last or (
-            walked_seq and connection.execute(_HASH_AT, {"seq": walked_seq}).scalar() != walked_hash
-        ):
+        if walked_seq and connection.execute(_HASH_AT, {"seq": walked_seq}).scalar() != walked_hash:
             walked_seq, walked_hash = 0, GENESIS_HASH  # walk again from the start
+        if walked_seq >= last:
+            return ChainReport(True, last)
         query = sa.select(*_EVENTS.c).where(_EVENTS.c.seq > walked_seq, _EVENTS.c.seq <= last)
         rows = connection.execution_options(yield_per=5000).execute(query.order_by(_EVENTS.c.seq))
         try:
