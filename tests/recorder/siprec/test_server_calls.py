@@ -19,7 +19,7 @@ from recorder.app import create_app
 from storage.backend import StorageBackend
 from storage.embedded_s3 import EmbeddedS3
 from tests.recorder.capture.media import rms
-from tests.recorder.conftest import Clock, Tenant, backend_settings, make_tenant
+from tests.recorder.conftest import Clock, Tenant, backend_settings, call_body, make_tenant
 from tests.recorder.siprec.harness import (
     audio,
     gateway,
@@ -30,6 +30,7 @@ from tests.recorder.siprec.harness import (
 )
 from tests.recorder.siprec.src import (
     G711_RATE,
+    Call,
     RtpSender,
     answer_ports,
     g711_tone,
@@ -219,3 +220,22 @@ def test_a_gateway_that_stops_stores_its_live_siprec_calls(
         backend.stop()
     assert recording is not None and recording["state"] == "stored"
     assert recording["channels"] == 2
+
+
+def test_a_call_decided_by_the_hook_first_is_recorded_at_its_siprec_uri(
+    client: TestClient, tenant: Tenant
+) -> None:
+    body = call_body("hook-first-1", channel="siprec")
+    decided = client.post("/v1/calls", json=body, headers=tenant.integrator)
+    assert decided.status_code == 200, decided.text
+    port = client.app.state.siprec.port  # type: ignore[attr-defined]
+    assert decided.json()["siprec_uri"] == f"sip:acme@127.0.0.1:{port}"
+    with signalling(client) as sip:
+        call = Call(sip, call_id="hook-first-1")  # no metadata: the SIP Call-ID names it
+        answer = call.invite(sdp([9000]).encode(), "application/sdp")
+        assert answer.status == 200, answer
+        (port_0,) = answer_ports(answer.body)
+        play([(RtpSender(port_0), g711_tone(500, 0.6))])
+        assert call.bye().status == 200
+    recording = recording_of(client, tenant, "hook-first-1")
+    assert recording is not None and recording["state"] == "stored"
