@@ -136,14 +136,14 @@ def drive(
     )
     assert clients.stdout is not None
     lines = iter(clients.stdout.readline, "")
-    word, sent0 = next(lines).split()
+    word, sent0 = (next(lines, "") or "- 0").split()
     if word != "ramped":
-        raise RuntimeError("the clients did not ramp up")
+        raise RuntimeError("the clients did not ramp up (their stderr says why)")
     cpu0, weed0, wall0 = _cpu(receiver), sum(_cpu(w) for w in weeds), time.monotonic()
     received0 = count() if count else None
-    word, sent1 = next(lines).split()
+    word, sent1 = (next(lines, "") or "- 0").split()
     if word != "held":
-        raise RuntimeError("the clients did not hold")
+        raise RuntimeError("the clients did not hold (their stderr says why)")
     cpu1, weed1, wall1 = _cpu(receiver), sum(_cpu(w) for w in weeds), time.monotonic()
     received1 = count() if count else None
     rss_held = receiver.memory_info().rss

@@ -42,6 +42,7 @@ SAMPLES = 160
 RETRANSMIT_S = 0.5  # RFC 3261 T1
 GIVE_UP_S = 32.0  # RFC 3261 64*T1
 BEHIND_S = 0.04  # a packet sent this late (two periods) counts as behind time
+GIVE_UP_BEHIND_S = 5.0  # a run this far behind time is given up
 TONES = (440.0, 660.0)  # stream 1, stream 2
 
 _BIAS, _CLIP = 0x84, 32635
@@ -156,6 +157,9 @@ class Load:
     def pace(self) -> None:
         """Send every slot that is due; count the packets that leave late."""
         now = time.monotonic()
+        if now - (self.t0 + self.tick * 0.001) > GIVE_UP_BEHIND_S:
+            # Catching up would only send bursts for ever: the machine cannot carry it.
+            raise SystemExit(f"the clients fell more than {GIVE_UP_BEHIND_S:.0f} s behind time")
         while self.t0 + self.tick * 0.001 <= now:
             late = now - (self.t0 + self.tick * 0.001) > BEHIND_S
             for stream in self.slots[self.tick % SLOTS]:
