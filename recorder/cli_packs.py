@@ -83,11 +83,19 @@ def pack(
 
 @evidence_app.command("verify")
 def verify(
-    pack_file: Annotated[Path, typer.Argument(help="The pack (a zip)", metavar="FILE")],
+    pack_file: Annotated[
+        Path,
+        typer.Argument(
+            help="The pack (a zip)", metavar="FILE", exists=True, dir_okay=False, readable=True
+        ),
+    ],
     public_key: Annotated[
         Path | None,
         typer.Option(
             "--public-key",
+            exists=True,
+            dir_okay=False,
+            readable=True,
             help="The key it must be signed with (PEM or base64, as GET "
             "/v1/evidence/signing-key gives it); default: this installation's key, if any",
         ),
@@ -100,7 +108,7 @@ def verify(
 
     expected: PublicKey | None
     if public_key is not None:
-        expected = parse_public_key(public_key.read_text())
+        expected = parse_public_key(public_key.read_bytes().decode("ascii", "replace"))
         source = str(public_key)
     else:
         local = existing_signing_key(cli_settings())

@@ -96,3 +96,7 @@ def test_pack_then_verify_then_refuse_altered(tmp_path: Path) -> None:
         "'from' must come before 'to'",
     )
     assert not (tmp_path / "x.zip").exists()
+    missing = _run(env, "evidence", "verify", str(tmp_path / "x.zip"))
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    not_a_key = _run(env, "evidence", "verify", str(pack), "--public-key", str(pack))
+    _assert_one_clear_line(not_a_key, "public key")
