@@ -265,7 +265,7 @@ def _rehash(event: Mapping[str, Any]) -> str | None:
     try:
         fields = {
             "seq": event["seq"],
-            "at": datetime.strptime(event["at"], "%Y-%m-%dT%H:%M:%S.%fZ"),
+            "at": datetime.fromisoformat(event["at"]),
             "kind": event["kind"],
             "actor": event["actor"],
             "client_id": event["client_id"],
