@@ -13,6 +13,7 @@ import importlib.util
 import math
 import os
 import shutil
+import socket
 import struct
 import subprocess
 import wave
@@ -155,8 +156,24 @@ def tone_wav(path: Path, *, hz: float, seconds: float, rate: int = 8000) -> Path
     return path
 
 
+def free_udp_tcp_port() -> int:
+    """A port of 127.0.0.1 free for both UDP and TCP: baresip listens on both."""
+    while True:
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp,
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp,
+        ):
+            udp.bind((HOST, 0))
+            port = int(udp.getsockname()[1])
+            try:
+                tcp.bind((HOST, port))
+            except OSError:
+                continue
+            return port
+
+
 def baresip_call(
-    workdir: Path, *, port: int, client: str, wav: Path, seconds: int, sip_port: int
+    workdir: Path, *, port: int, client: str, wav: Path, seconds: int
 ) -> subprocess.CompletedProcess[str]:
     """baresip dials ``sip:<client>@127.0.0.1:<port>``, sends ``wav`` and quits (hanging up
     with a BYE) after ``seconds``. No audio device: ``aufile`` is the source, nothing plays."""
@@ -166,7 +183,7 @@ def baresip_call(
         "\n".join(
             [
                 "poll_method epoll",
-                f"sip_listen {HOST}:{sip_port}",
+                f"sip_listen {HOST}:{free_udp_tcp_port()}",
                 "sip_transports udp",
                 # Without this baresip offers the machine's first non-loopback address
                 # in its SDP; media must stay on loopback.
