@@ -56,8 +56,12 @@ def create_app(
         gc.freeze()
         await app.state.live.start()
         await app.state.webhooks.start()
+        # A host may run the lifespan again while the first one lives (a second test
+        # client on the same app): one SIP listener per app, stopped by the one that began it.
+        siprec_here = not app.state.siprec.listening
         try:
-            await _start_siprec(app, settings.sip_host, settings.sip_port)
+            if siprec_here:
+                await _start_siprec(app, settings.sip_host, settings.sip_port)
         except BaseException:
             await app.state.webhooks.stop()
             await app.state.live.stop()
@@ -69,7 +73,8 @@ def create_app(
             gc.unfreeze()
             await app.state.webhooks.stop()
             # No new SIPREC call; the live ones are ended and stored before the gateway goes.
-            await app.state.siprec.stop()
+            if siprec_here:
+                await app.state.siprec.stop()
             await app.state.live.stop()
             # Commits what call setups already submitted, then stops the writer thread.
             await run_in_threadpool(app.state.api_context.close)

@@ -143,6 +143,8 @@ class CaptureSession(Generic[T]):
         self._require_live("resume")
         if self.state == CaptureState.PAUSED:
             self.state = CaptureState.CAPTURING
+            for timeline in self._timelines:
+                timeline.reanchor()
 
     def opt_out(self) -> None:
         """The caller withdrew: everything captured must go."""

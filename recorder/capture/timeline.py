@@ -7,7 +7,8 @@ slot follows from its RTP timestamp, anchored to the wall clock by the first pac
 it by the reorder allowance: a packet that arrives within it finds its place, later ones
 and duplicates are dropped, and a slot nobody filled (loss, a pause, a silent sender) is
 ``None``, which the container turns into silence. A timestamp that jumps away from the
-wall clock (a new SSRC, a restarted sender) anchors the channel afresh.
+wall clock (a new SSRC, a restarted sender) anchors the channel afresh, and so does the
+first packet after a pause.
 
 Pure: times are seconds on a monotonic clock, passed in.
 """
@@ -80,6 +81,15 @@ class Timeline(Generic[T]):
                 self.stats.duplicates += 1
             else:
                 self._slots[index] = content
+
+    def reanchor(self) -> None:
+        """Let the next packet anchor the channel afresh, wherever its timestamp points.
+
+        After a pause the sender's clock says nothing about the wall clock: an SRC that
+        went ``inactive`` resumes with timestamps that skipped less (or more) than the
+        pause lasted, and its packets would otherwise all land behind the playout point.
+        """
+        self._anchor = None
 
     def playout_slot(self, now: float) -> int:
         """The first slot the wall clock has not yet passed by the reorder allowance."""

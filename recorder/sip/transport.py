@@ -69,6 +69,10 @@ class SipServer:
         return self._port
 
     @property
+    def listening(self) -> bool:
+        return self._udp is not None
+
+    @property
     def core(self) -> SipCore:
         if self._core is None:
             raise RuntimeError("the SIP server is not started")

@@ -141,6 +141,10 @@ class SiprecServer:
         return self._sip.port
 
     @property
+    def listening(self) -> bool:
+        return self._sip.listening
+
+    @property
     def active(self) -> int:
         return len(self._calls)
 

@@ -191,6 +191,23 @@ def test_a_paused_sender_may_stop_sending_for_longer_than_the_media_timeout(
     assert rms(decoded[0][int(3 * RATE) : int(10 * RATE)]) < 0.001  # the pause, as silence
 
 
+def test_audio_after_a_pause_is_kept_whatever_the_senders_timestamps_skipped(
+    voices: tuple[list[bytes], list[bytes]],
+) -> None:
+    left, _ = voices
+    session: CaptureSession[object] = CaptureSession(OPUS, channels=1, now=0.0)  # type: ignore[arg-type]
+    out = _feed(session, 0, left[:50], start=0.0)
+    session.pause()  # 1.4 s of wall clock, while the sender's timestamps skip only 1 s
+    out += session.poll(2.4)
+    session.resume()
+    out += _feed(session, 0, left[50:100], start=2.4, first=100)
+    out += session.end(2.4 + 50 * STEP)
+
+    assert sum(stats.late for stats in session.stats) == 0
+    _, decoded = decode(out)
+    assert rms(decoded[0][int(2.5 * RATE) : int(3.3 * RATE)]) > 0.1  # none of it lost
+
+
 def test_the_maximum_duration_ends_the_session(voices: tuple[list[bytes], list[bytes]]) -> None:
     left, _ = voices
     session: CaptureSession[object] = CaptureSession(  # type: ignore[arg-type]
