@@ -41,7 +41,7 @@ from retention.evidence_model import (
     StoredFact,
 )
 from retention.evidence_sentence import kept_because
-from retention.holds import LegalHold, LegalHoldTarget
+from retention.holds import LegalHold, LegalHoldTarget, targets_naming
 from retention.subjects import SubjectRequest
 from storage import catalog
 from storage.audit import AuditEvent, AuditLog
@@ -145,22 +145,7 @@ def recording_evidence(
 
 def _holds_of(session: Session, recording: Recording) -> dict[str, list[str]]:
     """Every case (open or released) naming the recording, its call or its client."""
-    query = select(LegalHoldTarget).where(
-        sa.or_(
-            sa.and_(
-                col(LegalHoldTarget.kind) == "recording",
-                col(LegalHoldTarget.target) == recording.id,
-            ),
-            sa.and_(
-                col(LegalHoldTarget.kind) == "call",
-                col(LegalHoldTarget.target) == recording.call_id,
-            ),
-            sa.and_(
-                col(LegalHoldTarget.kind) == "client",
-                col(LegalHoldTarget.target) == recording.client_id,
-            ),
-        )
-    )
+    query = select(LegalHoldTarget).where(targets_naming(recording))
     covers: dict[str, list[str]] = {}
     for target in session.exec(query):
         covers.setdefault(target.hold_id, []).append(target.kind)

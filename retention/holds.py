@@ -108,6 +108,24 @@ class HoldPublic(BaseModel):
     """Recordings it holds now."""
 
 
+def targets_naming(recording: Recording) -> sa.ColumnElement[bool]:
+    """Hold targets that name ``recording``: the recording itself, its call or its client."""
+    return sa.or_(
+        sa.and_(
+            col(LegalHoldTarget.kind) == "recording",
+            col(LegalHoldTarget.target) == recording.id,
+        ),
+        sa.and_(
+            col(LegalHoldTarget.kind) == "call",
+            col(LegalHoldTarget.target) == recording.call_id,
+        ),
+        sa.and_(
+            col(LegalHoldTarget.kind) == "client",
+            col(LegalHoldTarget.target) == recording.client_id,
+        ),
+    )
+
+
 def holds_covering(session: Session, recording: Recording) -> list[str]:
     """Ids of the active cases that hold ``recording``."""
     query = (
@@ -115,20 +133,7 @@ def holds_covering(session: Session, recording: Recording) -> list[str]:
         .join(LegalHold, LegalHold.id == LegalHoldTarget.hold_id)  # type: ignore[arg-type]
         .where(
             LegalHold.released_at.is_(None),  # type: ignore[union-attr]
-            sa.or_(
-                sa.and_(
-                    col(LegalHoldTarget.kind) == "recording",
-                    col(LegalHoldTarget.target) == recording.id,
-                ),
-                sa.and_(
-                    col(LegalHoldTarget.kind) == "call",
-                    col(LegalHoldTarget.target) == recording.call_id,
-                ),
-                sa.and_(
-                    col(LegalHoldTarget.kind) == "client",
-                    col(LegalHoldTarget.target) == recording.client_id,
-                ),
-            ),
+            targets_naming(recording),
         )
         .distinct()
     )
