@@ -24,6 +24,7 @@ from consent.errors import (
 )
 from recorder import audio
 from recorder._exceptions import AudioTooLong, UnsupportedAudio
+from recorder.capture.codecs import MEDIA_TYPES, OPUS, media_type
 from retention.api_files import stream_scratch
 from retention.evidence import AUDIO_ROUTE
 from retention.holds import held_from_the_start
@@ -200,7 +201,7 @@ def _store_upload(
             decision_id=call.id,
             channel="upload",
             codec="opus",
-            container="ogg",
+            container=OPUS.container,  # uploads are normalized to Ogg/Opus
             channels=upload.info.channels,
             purposes=call.purpose_expiries(),
             started_at=now,
@@ -261,7 +262,7 @@ def get_recording(recording_id: str, context: Context, principal: Reader) -> Rec
     "/recordings/{recording_id}/audio",
     response_class=StreamingResponse,
     responses={
-        200: {"content": {"audio/ogg": {}}},
+        200: {"content": {served: {} for served in MEDIA_TYPES.values()}},
         409: {"description": "The recording is restricted, or not stored (yet, or any more)."},
         410: {"description": "The recording's key was destroyed (client offboarded)."},
     },
@@ -298,6 +299,6 @@ def get_audio(
         raise
     return stream_scratch(
         scratch,
-        media_type=f"audio/{recording.container}",
+        media_type=media_type(recording.container),
         filename=f"{recording.id}.{recording.container}",
     )

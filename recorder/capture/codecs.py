@@ -132,3 +132,16 @@ _BY_SDP_NAME: dict[str, Codec[Any]] = {"pcmu": PCMU, "pcma": PCMA, "g722": G722,
 def codec_named(name: str) -> Codec[Any] | None:
     """The live codec of an SDP encoding name (``PCMU``, ``G722``, ``opus``: any case)."""
     return _BY_SDP_NAME.get(name.strip().lower())
+
+
+# The media type each stored container is served as: every container a recording can
+# be stored in (the live codecs' above, and uploads' Ogg/Opus). Sun's .au is
+# ``audio/basic`` (RFC 2046 §4.3; the usual mime.types entry for .au, and players read
+# the header, so A-law and two channels are told apart there); Matroska audio has no
+# registered type, ``audio/x-matroska`` is the one in common use; Ogg is RFC 5334's.
+MEDIA_TYPES = {"ogg": "audio/ogg", "au": "audio/basic", "mka": "audio/x-matroska"}
+
+
+def media_type(container: str) -> str:
+    """The media type a recording in ``container`` is served as (bytes for an unknown one)."""
+    return MEDIA_TYPES.get(container, "application/octet-stream")

@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx2 as httpx
 from fastapi.testclient import TestClient
 
 from recorder.app import create_app
@@ -100,6 +101,11 @@ def decoded(
     client: TestClient, tenant: Tenant, recording_id: str
 ) -> tuple[int, list[array[float]]]:
     """The stored audio's rate and channels."""
+    return decode(served(client, tenant, recording_id).content)
+
+
+def served(client: TestClient, tenant: Tenant, recording_id: str) -> httpx.Response:
+    """The audio route's answer for a recording."""
     response = client.get(f"/v1/recordings/{recording_id}/audio", headers=tenant.client_admin)
     assert response.status_code == 200, response.text
-    return decode(response.content)
+    return response

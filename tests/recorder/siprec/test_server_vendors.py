@@ -16,11 +16,19 @@ from storage.embedded_s3 import EmbeddedS3
 from tests.recorder.capture.media import rms
 from tests.recorder.conftest import Tenant, make_tenant
 from tests.recorder.siprec.fixtures import EXPECTED, TWO_STREAM, UPDATE, load
-from tests.recorder.siprec.harness import decoded, gateway, new_call, recording_of, signalling
-from tests.recorder.siprec.src import RtpSender, answered_formats, play, tone
+from tests.recorder.siprec.harness import (
+    decoded,
+    gateway,
+    new_call,
+    recording_of,
+    served,
+    signalling,
+)
+from tests.recorder.siprec.src import RtpSender, answered_formats, decode, play, tone
 from tests.recorder.tones import dominant_hz
 
 TONES = (440.0, 1000.0)  # on the offer's first and second m= line
+SERVED_AS = {"pcmu": "audio/basic", "pcma": "audio/basic", "g722": "audio/x-matroska"}
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +80,10 @@ def test_a_vendors_recording_session_keeps_each_party_on_its_channel(
     recording = recording_of(client, tenant, call_id)
     assert recording is not None and recording["state"] == "stored", (name, recording)
     assert recording["channels"] == 2 and recording["codec"] == fmt
-    rate, channels = decoded(client, tenant, recording["id"])
+    response = served(client, tenant, recording["id"])
+    # G.711 is kept in .au, G.722 in Matroska: each served as its registered type.
+    assert response.headers["content-type"] == SERVED_AS[fmt], name
+    rate, channels = decode(response.content)
     noted = _unreadable_notes(client, call_id)
     assert noted == (1 if expected.metadata == "unreadable" else 0), name
     middle = slice(int(0.2 * rate), int(0.9 * rate))
