@@ -7,6 +7,7 @@ once by the entry point (CLI or app factory) and passed down as arguments.
 
 from __future__ import annotations
 
+import ipaddress
 from itertools import pairwise
 from pathlib import Path
 
@@ -103,7 +104,11 @@ class Settings(BaseSettings):
     )
     http_host: str = Field("127.0.0.1", description="HTTP listen address.")
     http_port: int = Field(8080, ge=0, le=65535, description="HTTP listen port.")
-    sip_host: str = Field("127.0.0.1", description="SIPREC listen address.")
+    sip_host: str = Field(
+        "127.0.0.1",
+        description="SIPREC listen address, also the RTP address of the SDP answers: "
+        "one the SRCs reach, never 0.0.0.0 or ::.",
+    )
     sip_port: int = Field(5080, ge=0, le=65535, description="SIPREC listen port.")
     rtp_ports: str = Field(
         "40000-40999",
@@ -149,6 +154,23 @@ class Settings(BaseSettings):
     def _port_range(cls, value: str) -> str:
         first, last = _port_range(value)
         return f"{first}-{last}"
+
+    @field_validator("sip_host")
+    @classmethod
+    def _sip_host_specified(cls, value: str) -> str:
+        # The host is also the address of the SDP answer's c= line and of the Contact:
+        # c=0.0.0.0 tells the SRC to hold (RFC 3264 §8.4), so a wildcard cannot serve.
+        try:
+            unspecified = ipaddress.ip_address(value.strip().strip("[]")).is_unspecified
+        except ValueError:
+            return value  # a host name, or an address that binds as given
+        if unspecified:
+            raise ValueError(
+                f"{value!r} is no address an SRC can send to: it is also the RTP address "
+                "of the SDP answers, where it means hold; set the address the SRCs reach "
+                "this gateway at (e.g. 10.0.0.5)"
+            )
+        return value
 
     @field_validator("admin_key", "s3_secret_access_key", "master_key", "signing_key")
     @classmethod

@@ -48,3 +48,19 @@ def test_rtp_ports_out_of_order_or_range_are_refused(
     monkeypatch.setenv("CALLREC_RTP_PORTS", ports or " ")
     with pytest.raises(ConfigError, match="CALLREC_RTP_PORTS"):
         load_settings()
+
+
+WILDCARDS = ["0.0.0.0", "::", "[::]", "0:0::0"]  # noqa: S104 - the addresses refused
+
+
+@pytest.mark.parametrize("host", WILDCARDS)
+def test_an_unspecified_sip_host_is_refused(host: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # It would be the c= line of the SDP answers, where 0.0.0.0 means hold.
+    monkeypatch.setenv("CALLREC_SIP_HOST", host)
+    with pytest.raises(ConfigError, match=r"CALLREC_SIP_HOST: .*reach this gateway at"):
+        load_settings()
+
+
+@pytest.mark.parametrize("host", ["10.0.0.5", "::1", "callrec.example"])
+def test_a_sip_host_the_srcs_can_reach_is_taken(host: str) -> None:
+    assert load_settings(sip_host=host).sip_host == host
