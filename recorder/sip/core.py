@@ -11,7 +11,9 @@ application answers ``INVITE``, ``UPDATE``, ``INFO`` and ``BYE`` through ``respo
 
 A ``BYE`` reaches the application as a ``RequestReceived`` only: the application ends its
 call there. ``DialogEnded`` reports the ends no request tells of: no ACK for our 2xx
-(``no_ack``) or a dialog older than its limit (``expired``).
+(``no_ack``) or a dialog older than its limit (``expired``). A dialog the application
+hangs up is its own end: the BYE waits for the ACK of our 2xx if that is still due, and
+a BYE of the peer that crosses ours is answered 200 by the core, with no event.
 
 Everything is bounded: transactions linger 64*T1 (32 s) on UDP to absorb retransmissions
 and are then dropped, their number is capped (503 beyond), and so is the dialogs'.
@@ -133,6 +135,9 @@ class SipCore:
         self._byes = ByeSender(
             local_host=local_host, local_port=local_port, new_branch=lambda: secrets.token_hex(8)
         )
+        # Dialogs we hung up, by key, until when a BYE of the peer's that crossed ours still
+        # gets 200 (its retransmissions included): in time order, so the oldest go first.
+        self._hung_up: dict[tuple[str, str, str], float] = {}
 
     # -- the interface ---------------------------------------------------------------
 
@@ -203,11 +208,31 @@ class SipCore:
         self, dialog: Dialog, *, now: float, headers: Sequence[tuple[str, str]] = ()
     ) -> None:
         """End a dialog from our side: send a BYE (with ``headers``, e.g. a ``Reason``)
-        and forget the dialog. Nothing is reported back; a dialog already over is left."""
-        if dialog.ended:
+        and forget the dialog. Nothing is reported back; a dialog already over is left.
+
+        §15: no BYE before the ACK of our 2xx; until it comes (or the 2xx is given up),
+        the BYE waits and the dialog stays.
+        """
+        if dialog.ended or dialog.bye_waiting is not None:
             return
+        if any(tx.method == "INVITE" and self._unacked(tx) for tx in dialog.transactions):
+            dialog.bye_waiting = tuple(headers)
+            return
+        self._send_bye(dialog, now, headers)
+
+    def _send_bye(self, dialog: Dialog, now: float, headers: Sequence[tuple[str, str]]) -> None:
         self._byes.send(dialog, now, headers)
         self._forget(dialog)
+        hung_up = self._hung_up
+        while hung_up and next(iter(hung_up.values())) <= now:
+            del hung_up[next(iter(hung_up))]
+        if len(hung_up) < self.max_dialogs:
+            hung_up[(dialog.call_id, dialog.local_tag, dialog.remote_tag)] = now + LINGER
+
+    @staticmethod
+    def _unacked(tx: ServerTransaction) -> bool:
+        """A 2xx of ours to an INVITE, still waiting for its ACK."""
+        return tx.final is not None and tx.final < 300 and tx.give_up_at is not None
 
     def end_dialog(self, dialog: Dialog) -> None:
         """Forget a dialog the application ended itself (media timeout, opt-out)."""
@@ -336,7 +361,10 @@ class SipCore:
     ) -> None:
         dialog = self._dialogs.get((call_id, to_tag, remote_tag))
         if dialog is None:
-            if method == "OPTIONS":
+            if method == "BYE" and self._hung_up.get((call_id, to_tag, remote_tag), 0.0) > now:
+                # Its BYE crossed ours: both ends agree the dialog is over (RFC 5407, BYE glare).
+                self._send_answer(tx, 200, None, [], b"", now)
+            elif method == "OPTIONS":
                 self._options(tx, now)
             elif method in APP_METHODS:
                 self._send_answer(tx, 481, None, [], b"", now)
@@ -422,8 +450,12 @@ class SipCore:
         reliable = tx.peer.transport != "udp"
         tx.drop_at = now + (0.0 if reliable else (LINGER if tx.final < 300 else T4))
         self._schedule(tx)
-        if tx.final < 300 and tx.dialog is not None and not tx.dialog.ended:
-            self._events.append(Confirmed(tx.dialog))
+        dialog = tx.dialog
+        if tx.final < 300 and dialog is not None and not dialog.ended:
+            if dialog.bye_waiting is not None:
+                self._send_bye(dialog, now, dialog.bye_waiting)  # hung up before the ACK
+            else:
+                self._events.append(Confirmed(dialog))
 
     # -- answers ---------------------------------------------------------------------
 
@@ -469,8 +501,12 @@ class SipCore:
             dialog = tx.dialog
             if tx.final is not None and tx.final < 300 and dialog is not None and not dialog.ended:
                 log.info("SIP dialog %s: no ACK for our %d", dialog.call_id, tx.final)
-                self._forget(dialog)
-                self._events.append(DialogEnded(dialog, "no_ack"))
+                if dialog.bye_waiting is not None:
+                    # §13.3.1.4: the session is ended with a BYE all the same.
+                    self._send_bye(dialog, now, dialog.bye_waiting)
+                else:
+                    self._forget(dialog)
+                    self._events.append(DialogEnded(dialog, "no_ack"))
             return
         if tx.answer_by is not None and tx.answer_by <= now:
             log.warning("SIP %s from %s unanswered: 500", tx.method, tx.peer.host)

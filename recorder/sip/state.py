@@ -51,6 +51,8 @@ class Dialog:
     remote_target: str = ""
     route_set: tuple[str, ...] = ()
     local_cseq: int = 0
+    # A hang-up waiting for the ACK of our 2xx (§15): the BYE's extra headers.
+    bye_waiting: tuple[tuple[str, str], ...] | None = None
     transactions: set[ServerTransaction] = field(default_factory=set, repr=False)
 
 

@@ -8,7 +8,9 @@ RTP receiver per audio stream; the ``200`` carries the ports. In the dialog, a
 re-``INVITE`` or ``UPDATE`` that stops every stream pauses the call through its row
 (``consent.calls.change_state``) so that the live loop, which reads the rows, agrees;
 ``BYE`` ends the call and stores it. A call the loop ends (media timeout, opt-out,
-maximum duration) frees its receivers and its entry through ``close_transport``.
+revoked consent, maximum duration) frees its receivers and its entry through
+``close_transport``, and its dialog is hung up: a BYE tells the SRC to stop sending.
+So are the calls of a gateway that stops, before its sockets close.
 
 Each request is handled in a task of its own, so a slow decision or catalog write
 holds up no other call; requests of one dialog take its lock, in order.
@@ -45,7 +47,7 @@ from recorder.sip.core import (
     RequestReceived,
     ServerTransaction,
 )
-from recorder.sip.message import SipRequest, uri_user
+from recorder.sip.message import SipRequest, format_reason, uri_user
 from recorder.sip.transport import SipServer
 from recorder.siprec.body import SiprecBodyError, split_body
 from recorder.siprec.facts import (
@@ -103,6 +105,7 @@ class SiprecCall:
     dialog: Dialog | None = None
     paused: bool = False  # paused by the SRC's media directions (not by HTTP)
     closed: bool = False
+    ending: str | None = None  # why callrec ends it, when that is not the capture's cause
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
@@ -135,6 +138,7 @@ class SiprecServer:
         self._calls: dict[tuple[str, str], SiprecCall] = {}
         self._pending: dict[int, bool] = {}  # initial INVITEs being answered: cancelled?
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
 
     @property
     def port(self) -> int:
@@ -153,7 +157,21 @@ class SiprecServer:
         log.info("SIPREC listening on %s:%d (UDP and TCP)", host, self.port)
 
     async def stop(self) -> None:
-        """Stop taking requests; live calls are stored by ``LiveCaptures.stop``."""
+        """Hang up and store the calls held, then stop taking requests.
+
+        The BYEs go first, all of them, while the sockets are still open; each call is
+        then stored (``LiveCaptures.stop`` stores whatever is still live after this).
+        """
+        self._stopping = True  # new INVITEs get 503 from here on
+        calls = list(self._calls.values())
+        for call in calls:
+            call.ending = "shutdown"
+            self._hang_up(call)
+        for call in calls:
+            try:
+                await self._end(call)
+            except Exception:  # the others are stored all the same
+                log.exception("SIPREC call %s: storing it on stop", call.call_id)
         await self._sip.stop()
         for task in list(self._tasks):
             task.cancel()
@@ -235,6 +253,8 @@ class SiprecServer:
     async def _initial(self, tx: ServerTransaction) -> None:
         call: SiprecCall | None = None
         try:
+            if self._stopping:
+                raise Refused(503, "shutting_down", detail="the gateway is stopping")
             call = await self._open(tx)
             if self._pending.get(id(tx)):
                 raise Refused(487, "cancelled")
@@ -245,7 +265,9 @@ class SiprecServer:
             if dialog is None:  # cancelled while the answer was made
                 raise Refused(487, "cancelled")
             call.dialog = dialog
-            if not call.closed:  # a caller who declined in the INVITE: ended already
+            if call.closed:  # ended while it was answered (e.g. consent revoked)
+                self._hang_up(call)  # the BYE waits for the ACK (the core sees to it)
+            else:
                 self._calls[_key(dialog)] = call
         except Refused as refused:
             if call is not None:
@@ -536,14 +558,27 @@ class SiprecServer:
         await self._close(call)
 
     async def _close(self, call: SiprecCall) -> None:
-        """The live call's ``close_transport``: receivers closed, the entry forgotten."""
-        if call.dialog is not None:
-            self._calls.pop(_key(call.dialog), None)
-            # Later requests of the dialog get 481: the SRC learns the recording is over.
-            self._sip.end_dialog(call.dialog)
+        """The live call's ``close_transport``: receivers closed, the entry forgotten,
+        and the dialog hung up unless the SRC ended it (its BYE, no ACK)."""
+        self._hang_up(call)
         if not call.closed:
             call.closed = True
             self._close_receivers(call)
+
+    def _hang_up(self, call: SiprecCall) -> None:
+        """A BYE in the call's dialog, saying why (RFC 3326 ``Reason``), and the call's
+        entry forgotten; nothing when the dialog is over already."""
+        if call.dialog is None:
+            return
+        self._calls.pop(_key(call.dialog), None)
+        if call.dialog.ended:
+            return
+        if not self._sip.listening:  # stopped: nobody left to tell
+            self._sip.end_dialog(call.dialog)
+            return
+        cause = call.live.session.cause if call.live is not None else None
+        why = call.ending or (cause.value if cause is not None else "ended")
+        self._sip.hang_up(call.dialog, headers=[("Reason", format_reason(200, why))])
 
     @staticmethod
     def _close_receivers(call: SiprecCall) -> None:

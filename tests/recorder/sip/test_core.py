@@ -605,12 +605,15 @@ def test_hang_up_sends_a_bye_in_the_dialog_repeated_until_answered() -> None:
 def test_an_unanswered_bye_is_given_up_and_a_tcp_bye_is_sent_once_on_the_connection() -> None:
     h = Harness()
     dialog, _ = h.answered_call(0.0)
+    h.send(ack("tag1"), 0.1)
+    h.events()
     h.core.hang_up(dialog, now=1.0)
     h.core.take_outgoing()
     assert len(_raw_until(h, 100.0)) == 10
     assert h.core.next_deadline() is None
 
     tcp_dialog, _ = h.answered_call(200.0, TCP)
+    h.send(request("ACK", to_tag="tag2", branch="z9hG4bKack2", cseq=1, transport="TCP"), 200.1, TCP)
     h.core.hang_up(tcp_dialog, now=201.0)
     h.core.hang_up(tcp_dialog, now=201.0)  # already over: nothing more
     [(destination, data)] = h.core.take_outgoing()
@@ -629,6 +632,7 @@ def test_a_bye_follows_the_record_route() -> None:
     dialog = h.core.respond(tx, 200, now=0.0)
     assert dialog is not None
     h.answers()
+    h.send(ack("tag1"), 0.1)
 
     h.core.hang_up(dialog, now=1.0)
 
@@ -638,6 +642,57 @@ def test_a_bye_follows_the_record_route() -> None:
         "<sip:10.0.0.1:5070;lr>",
         "<sip:proxy.example;lr>",
     ]
+
+
+def _sent_requests(h: Harness) -> list[SipRequest]:
+    sent = [parse(data) for _, data in h.core.take_outgoing()]
+    assert all(isinstance(m, SipRequest) for m in sent), sent
+    return [m for m in sent if isinstance(m, SipRequest)]
+
+
+def test_a_hang_up_before_the_ack_waits_for_it() -> None:
+    h = Harness()
+    dialog, _ = h.answered_call(0.0)
+
+    h.core.hang_up(dialog, now=0.2, headers=[("Reason", format_reason(200, "caller_declined"))])
+
+    assert h.core.take_outgoing() == []  # §15: no BYE before the ACK of our 2xx
+    assert h.core.dialogs == 1
+    h.core.receive(ack("tag1"), UDP, 0.3)
+    [bye] = _sent_requests(h)  # the ACK is not answered; the BYE goes
+    assert bye.method == "BYE"
+    assert bye.headers.get("reason") == 'SIP;cause=200;text="caller_declined"'
+    assert h.events() == []  # no Confirmed: the application ended the dialog already
+    assert dialog.ended and h.core.dialogs == 0
+
+
+def test_a_hang_up_whose_2xx_gets_no_ack_sends_the_bye_when_the_2xx_is_given_up() -> None:
+    h = Harness()
+    dialog, _ = h.answered_call(0.0)
+    h.core.hang_up(dialog, now=0.2)
+
+    sent = _raw_until(h, 32.0)
+
+    methods = [(t, data.split(b" ", 1)[0]) for t, data in sent]
+    assert methods[-1] == (32.0, b"BYE")  # §13.3.1.4: ended with a BYE all the same
+    assert all(first == b"SIP/2.0" for _, first in methods[:-1])
+    assert h.events() == []  # no DialogEnded: the application ended it
+
+
+def test_a_bye_that_crosses_ours_is_answered_200_by_the_core() -> None:
+    h = Harness()
+    dialog, _ = h.answered_call(0.0)
+    h.send(ack("tag1"), 0.1)
+    h.events()
+    h.core.hang_up(dialog, now=5.0)
+    h.core.take_outgoing()
+
+    theirs = request("BYE", to_tag="tag1", branch="z9hG4bKtheirs", cseq=2)
+    assert statuses(h.send(theirs, 5.1)) == [200]
+    assert statuses(h.send(theirs, 5.6)) == [200]  # its retransmission: the same answer
+    assert h.events() == []
+    late = request("BYE", to_tag="tag1", branch="z9hG4bKlater", cseq=3)
+    assert statuses(h.send(late, 5.0 + 64 * 0.5 + 1)) == [481]  # long over: unknown
 
 
 def _raw_until(h: Harness, end: float) -> list[tuple[float, bytes]]:

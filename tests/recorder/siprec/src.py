@@ -49,6 +49,32 @@ def _parse_response(head: bytes, body: bytes) -> Response:
     return Response(int(status), reason, headers, body)
 
 
+@dataclass
+class Request:
+    method: str
+    uri: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        return next((v for n, v in self.headers if n.lower() == name.lower()), None)
+
+
+_COPIED = ("via", "from", "to", "call-id", "cseq")
+
+
+def _parse_request(head: bytes, body: bytes) -> Request:
+    lines = head.decode().replace("\r\n", "\n").split("\n")
+    method, uri, version = lines[0].split(" ", 2)
+    assert version == "SIP/2.0", lines[0]
+    headers = []
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            headers.append((name.strip(), value.strip()))
+    return Request(method, uri, headers, body)
+
+
 class Signalling:
     """One SRC's SIP socket towards callrec's SIP port."""
 
@@ -72,11 +98,30 @@ class Signalling:
             self.sock.sendall(data)
 
     def receive(self, timeout: float = 10.0) -> Response:
+        head, body = self._message(timeout)
+        return _parse_response(head, body)
+
+    def incoming(self, timeout: float = 10.0) -> Request:
+        """The next request callrec sends (answers to ours on the way are passed over)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            head, body = self._message(max(deadline - time.monotonic(), 0.01))
+            if not head.startswith(b"SIP/2.0 "):
+                return _parse_request(head, body)
+
+    def answer(self, request: Request, status: int = 200, reason: str = "OK") -> None:
+        """Answer a request of callrec's (§8.2.6: Via, From, To, Call-ID and CSeq copied)."""
+        lines = [f"SIP/2.0 {status} {reason}"]
+        lines += [f"{n}: {v}" for n, v in request.headers if n.lower() in _COPIED]
+        lines.append("Content-Length: 0")
+        self.send(("\r\n".join(lines) + "\r\n\r\n").encode())
+
+    def _message(self, timeout: float) -> tuple[bytes, bytes]:
         self.sock.settimeout(timeout)
         if self.transport == "udp":
             data = self.sock.recv(65535)
             head, _, body = data.partition(b"\r\n\r\n")
-            return _parse_response(head, body)
+            return head, body
         while b"\r\n\r\n" not in self._buffer:
             self._more()
         head, _, rest = self._buffer.partition(b"\r\n\r\n")
@@ -87,13 +132,21 @@ class Signalling:
             self._more()
             head, _, rest = self._buffer.partition(b"\r\n\r\n")
         self._buffer = rest[length:]
-        return _parse_response(head, rest[:length])
+        return head, rest[:length]
 
     def _more(self) -> None:
         piece = self.sock.recv(65535)
         if not piece:
             raise ConnectionError("callrec closed the SIP connection")
         self._buffer += piece
+
+    def response(self, timeout: float = 10.0) -> Response:
+        """The next answer, past the requests callrec sends meanwhile (its BYE, again)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            head, body = self._message(max(deadline - time.monotonic(), 0.01))
+            if head.startswith(b"SIP/2.0 "):
+                return _parse_response(head, body)
 
     def final(self, timeout: float = 10.0) -> Response:
         """The final answer to the last request, past any provisional one."""

@@ -7,7 +7,6 @@ recording, decoded: each party's tone on its own channel.
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -15,11 +14,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from recorder.app import create_app
-from storage.backend import StorageBackend
 from storage.embedded_s3 import EmbeddedS3
 from tests.recorder.capture.media import rms
-from tests.recorder.conftest import Clock, Tenant, backend_settings, call_body, make_tenant
+from tests.recorder.conftest import Tenant, call_body, make_tenant
 from tests.recorder.siprec.harness import (
     audio,
     gateway,
@@ -173,53 +170,6 @@ def test_cancel_before_the_answer_records_nothing(client: TestClient, tenant: Te
         call.sip.send(call.message("ACK", cseq=call.cseq, branch=call.last_branch))
     assert recording_of(client, tenant, session_id) is None
     assert client.app.state.live.active == 0  # type: ignore[attr-defined]
-
-
-def test_the_media_timeout_ends_the_call_and_stores_it(client: TestClient, tenant: Tenant) -> None:
-    session_id = secrets.token_hex(16)
-    with signalling(client) as sip:
-        call = new_call(sip)
-        answer = call.invite(*siprec_offer(session_id))
-        assert answer.status == 200, answer
-        senders = [RtpSender(port) for port in answer_ports(answer.body)]
-        play([(senders[0], g711_tone(440, 1.0)), (senders[1], g711_tone(880, 1.0))])
-        # No BYE: the SRC vanished. The media timeout ends the call and stores it.
-        recording = recording_of(client, tenant, session_id)
-        assert recording is not None and recording["state"] == "stored"
-        deadline = time.monotonic() + 10
-        while client.app.state.siprec.active and time.monotonic() < deadline:  # type: ignore[attr-defined]
-            time.sleep(0.05)
-        assert client.app.state.siprec.active == 0  # type: ignore[attr-defined]
-        assert call.bye().status == 481  # the dialog went with the call: the SRC is told
-    left, _ = audio(client, tenant, recording["id"])
-    assert dominant_hz(left[int(0.2 * G711_RATE) : int(0.8 * G711_RATE)], rate=G711_RATE) == (
-        pytest.approx(440, abs=3)
-    )
-
-
-def test_a_gateway_that_stops_stores_its_live_siprec_calls(
-    s3_server: EmbeddedS3, database_url: str, tmp_path: Path, now: datetime
-) -> None:
-    settings = backend_settings(s3_server, database_url, tmp_path, rtp_ports="41000-41999")
-    backend = StorageBackend(settings)
-    backend.start(now=now)
-    session_id = secrets.token_hex(16)
-    try:
-        with TestClient(create_app(backend, clock=Clock(now))) as client:
-            tenant = make_tenant(client)
-            with signalling(client) as sip:
-                call = new_call(sip)
-                answer = call.invite(*siprec_offer(session_id))
-                assert answer.status == 200, answer
-                senders = [RtpSender(port) for port in answer_ports(answer.body)]
-                play([(senders[0], g711_tone(440, 0.6)), (senders[1], g711_tone(880, 0.6))])
-        # The gateway stopped mid-call (no BYE): the call was ended and stored.
-        with TestClient(create_app(backend, clock=Clock(now))) as client:
-            recording = recording_of(client, tenant, session_id)
-    finally:
-        backend.stop()
-    assert recording is not None and recording["state"] == "stored"
-    assert recording["channels"] == 2
 
 
 def test_a_call_decided_by_the_hook_first_is_recorded_at_its_siprec_uri(
