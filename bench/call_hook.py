@@ -81,13 +81,16 @@ class BarePing(BaseModel):
 
 
 @contextmanager
-def served_app(workdir: Path, admin_key: str) -> Iterator[int]:
-    """The production app plus the bare route, served by uvicorn; yields the port."""
+def served_app(workdir: Path, admin_key: str, *, database_url: str | None = None) -> Iterator[int]:
+    """The production app plus the bare route, served by uvicorn; yields the port.
+
+    The catalog is SQLite in ``workdir`` unless ``database_url`` names another.
+    """
     access, secret = "bench" + secrets.token_hex(4), secrets.token_urlsafe(24)
     with EmbeddedS3(workdir / "s3", access_key_id=access, secret_access_key=secret) as s3:
         settings = Settings(
             data_dir=workdir / "data",
-            database_url=f"sqlite:///{workdir / 'callrec.db'}",
+            database_url=database_url or f"sqlite:///{workdir / 'callrec.db'}",
             s3_endpoint_url=s3.endpoint_url,
             s3_access_key_id=access,
             s3_secret_access_key=secret,
@@ -145,15 +148,16 @@ def call_body(call_id: str) -> dict[str, str]:
     }
 
 
-def make_tenant(port: int, admin_key: str) -> str:
+def make_tenant(port: int, admin_key: str, client_id: str = "bench") -> str:
     """Create a client, its keys and a grant over HTTP; return the integrator key."""
     admin = {"Authorization": f"Bearer {admin_key}"}
     with httpx.Client(base_url=f"http://{HOST}:{port}", timeout=10) as http:
-        client = {"id": "bench", "name": "Bench", "country": "MA"}
+        client = {"id": client_id, "name": client_id.title(), "country": "MA"}
         http.post("/v1/clients", json=client, headers=admin).raise_for_status()
         keys = {}
         for role in ("integrator", "client_admin"):
-            response = http.post("/v1/clients/bench/api-keys", json={"role": role}, headers=admin)
+            path = f"/v1/clients/{client_id}/api-keys"
+            response = http.post(path, json={"role": role}, headers=admin)
             keys[role] = response.raise_for_status().json()["key"]
         grant = {
             "purposes": ["research", "improvement"],
@@ -162,7 +166,8 @@ def make_tenant(port: int, admin_key: str) -> str:
             "evidence": "bench contract",
         }
         headers = {"Authorization": f"Bearer {keys['client_admin']}"}
-        http.post("/v1/clients/bench/consents", json=grant, headers=headers).raise_for_status()
+        path = f"/v1/clients/{client_id}/consents"
+        http.post(path, json=grant, headers=headers).raise_for_status()
         headers = {"Authorization": f"Bearer {keys['integrator']}"}
         answer = http.post(HOOK, json=call_body("bench-check"), headers=headers)
         if not answer.raise_for_status().json()["record"]:

@@ -36,13 +36,16 @@ class Bench:
 
 
 @contextmanager
-def bench_setup(workdir: Path, *, bucket: str = "bench") -> Iterator[Bench]:
-    """A vault over a real embedded SeaweedFS and SQLite, all under ``workdir``."""
+def bench_setup(
+    workdir: Path, *, bucket: str = "bench", database_url: str | None = None
+) -> Iterator[Bench]:
+    """A vault over a real embedded SeaweedFS and SQLite, all under ``workdir``
+    (or the database at ``database_url``)."""
     access, secret = "bench" + secrets.token_hex(4), secrets.token_urlsafe(24)
     with EmbeddedS3(workdir / "s3", access_key_id=access, secret_access_key=secret) as s3:
         store = ObjectStore.from_config(s3.config(bucket))
         store.ensure_bucket()
-        engine = create_db_engine(f"sqlite:///{workdir / 'callrec.db'}")
+        engine = create_db_engine(database_url or f"sqlite:///{workdir / 'callrec.db'}")
         migrate(engine)
         keyring = Keyring(secrets.token_bytes(32))
         audit = AuditLog(keyring.derive("audit-anchor"))

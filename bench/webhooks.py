@@ -21,7 +21,10 @@ with a bare ASGI app answering 200, in a process of its own so that it takes its
 core — until every delivery is settled as delivered. Rate = events / that time (target
 >= 500/s). Each payload is signed, as in production.
 
-Both on SQLite (the embedded default) and on PostgreSQL when one answers on
+(c) and (d), real operations with and without a subscribed endpoint (the call hook's
+throughput, a recording stored): see ``bench.webhook_operations``.
+
+All on SQLite (the embedded default) and on PostgreSQL when one answers on
 ``CALLREC_BENCH_POSTGRES_URL`` (a throw-away database is created and dropped).
 """
 
@@ -45,6 +48,7 @@ import uvicorn
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from bench import webhook_operations
 from bench.harness import now
 from recorder.webhook_dispatch import WebhookDispatcher
 from storage import outbox, webhooks
@@ -110,6 +114,26 @@ def receiver() -> Iterator[str]:
 # --- databases ---------------------------------------------------------------------
 
 
+@contextmanager
+def postgres_database() -> Iterator[str | None]:
+    """The URL of a throw-away PostgreSQL database (dropped after), None if none answers."""
+    try:
+        admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            name = f"bench_webhooks_{secrets.token_hex(4)}"
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:
+        print(f"  PostgreSQL: not measured ({str(exc).splitlines()[0]})")
+        yield None
+        return
+    try:
+        yield admin.url.set(database=name).render_as_string(False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 def databases(workdir: Path) -> Iterator[tuple[str, Engine]]:
     """SQLite, then PostgreSQL if one answers; each migrated and empty."""
     engine = create_db_engine(f"sqlite:///{workdir / 'callrec.db'}")
@@ -118,23 +142,15 @@ def databases(workdir: Path) -> Iterator[tuple[str, Engine]]:
         yield "sqlite", engine
     finally:
         engine.dispose()
-    try:
-        admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            name = f"bench_webhooks_{secrets.token_hex(4)}"
-            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as exc:
-        print(f"  PostgreSQL: not measured ({str(exc).splitlines()[0]})")
-        return
-    engine = create_db_engine(admin.url.set(database=name).render_as_string(False))
-    try:
-        migrate(engine)
-        yield "postgresql", engine
-    finally:
-        engine.dispose()
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with postgres_database() as url:
+        if url is None:
+            return
+        engine = create_db_engine(url)
+        try:
+            migrate(engine)
+            yield "postgresql", engine
+        finally:
+            engine.dispose()
 
 
 def subscribe(engine: Engine, keyring: Keyring, audit: AuditLog, client_id: str, url: str) -> None:
@@ -275,6 +291,11 @@ def run() -> dict[str, float]:
                 f"{rate:,.0f}/s ({status} >= {TARGET_RATE:.0f}/s)"
             )
             results[f"{name}_delivery_rate"] = rate
+    # (c) and (d): real operations, each on a database of its own.
+    results.update(webhook_operations.report("sqlite", None))
+    with postgres_database() as url:
+        if url is not None:
+            results.update(webhook_operations.report("postgresql", url))
     return results
 
 
