@@ -14,7 +14,7 @@ encrypted upload with tags to SeaweedFS, and the transaction that marks it store
 appends the event), for each client in chunks taking turns; median over the rounds of
 this process's CPU per store (boto3 included; SeaweedFS runs in its own process).
 
-Both on the database given: SQLite in the work folder, or a PostgreSQL URL.
+Each on a database of its own: SQLite in a temporary folder, or a PostgreSQL one.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ import secrets
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -40,8 +42,8 @@ from storage.webhook_events import EVENT_TYPES
 QUIET, SUBSCRIBED = "quiet", "subscribed"
 # Never sent anywhere: nothing listens on port 9 (discard) of a documentation address.
 NOWHERE = "http://192.0.2.1:9/never"
-HOOK_SECONDS = 3.0
-HOOK_ROUNDS = 5
+HOOK_SECONDS = 4.0
+HOOK_ROUNDS = 7
 STORES = 100  # per client and round
 STORE_CHUNK = 10
 STORE_ROUNDS = 3
@@ -158,10 +160,14 @@ def store_cost(database_url: str | None) -> dict[str, tuple[float, float]]:
     }
 
 
-def report(name: str, database_url: str | None) -> dict[str, float]:
-    """Measure (c) and (d) on one database; print them; return the figures."""
+def report(
+    name: str, database: Callable[[], AbstractContextManager[str | None]]
+) -> dict[str, float]:
+    """Measure (c) and (d), each on a fresh ``database()`` (a URL, or None for SQLite in a
+    temporary folder); print them; return the figures."""
     results: dict[str, float] = {}
-    hooks = hook_cost(database_url)
+    with database() as url:
+        hooks = hook_cost(url)
     (quiet_rate, quiet_cpu), (sub_rate, sub_cpu) = hooks[QUIET], hooks[SUBSCRIBED]
     print(
         f"  {name}: call hook, {call_hook.CONNECTIONS} connections, median of {HOOK_ROUNDS} "
@@ -183,7 +189,8 @@ def report(name: str, database_url: str | None) -> dict[str, float]:
             f"{name}_hook_cpu_ratio": sub_cpu / quiet_cpu,
         }
     )
-    stored = store_cost(database_url)
+    with database() as url:
+        stored = store_cost(url)
     (quiet_wall, quiet_cpu), (sub_wall, sub_cpu) = stored[QUIET], stored[SUBSCRIBED]
     print(
         f"  {name}: Vault.store of {STORE_BYTES // 1024} KiB (emits recording.stored), "
