@@ -1,6 +1,15 @@
 """Delivers the webhook outbox: signed POSTs to each client's endpoints, retried until a day old.
 
-Every replica runs one dispatcher; they share the work through leases on the outbox
+The outbox has two halves. An event is durable in the audit log once its own
+transaction commits, and that transaction does nothing else for webhooks. Each pass of
+the dispatcher first fans out what the log gained since the last pass (storage.webhook_fanout:
+one row per event and subscribed endpoint, written with the cursor's move in one
+transaction), then claims due rows, sends them and records the outcomes. A dispatcher
+that was down, or that dies between fan-out and delivery, loses nothing: the events
+wait in the log, the rows in the outbox.
+
+Every replica runs one dispatcher. Their fan-outs take turns on the cursor (locked on
+PostgreSQL; SQLite has one writer); they share deliveries through leases on the outbox
 rows (storage.outbox), so one delivery is sent by one of them at a time and a replica
 that dies mid-send leaves its rows to the others when the lease ends. A delivery is
 done on a 2xx answer; anything else (refused, a timeout, another status) is tried
@@ -9,8 +18,8 @@ then dead: the retention report shows it.
 
 The dispatcher wakes at once when an event that may carry a webhook commits on this
 gateway (storage.audit_feed) and polls for the rest: events committed by other
-processes, and retries falling due. Sending never holds up a caller: the caller's
-transaction only wrote the outbox rows.
+processes, and retries falling due. Webhooks never hold up a caller: the caller's
+transaction only wrote its audit event, as it always does.
 
 Each request carries the Standard Webhooks headers: ``webhook-id`` (the delivery's id,
 the same on every retry), ``webhook-timestamp`` (this attempt's Unix time, from the
@@ -31,7 +40,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from recorder.webhook_http import Poster, PostError
-from storage import audit_feed, outbox, webhooks
+from storage import audit_feed, outbox, webhook_fanout, webhooks
 from storage.audit_feed import FedEvent
 from storage.db import connection_scope
 from storage.errors import StorageError
@@ -81,6 +90,7 @@ class WebhookDispatcher:
         # The last batch's outcomes, recorded while the next batch goes out.
         self._settling: asyncio.Future[None] | None = None
         self._wake = asyncio.Event()
+        self._behind = False  # the last fan-out left events for the next
         self.delivered = 0
         self.failed = 0
 
@@ -133,8 +143,8 @@ class WebhookDispatcher:
             except Exception:  # the database may be away: try again at the next poll
                 log.exception("webhook dispatcher")
                 sent = 0
-            if sent >= self._concurrency:
-                continue  # a full batch: more may be due at once
+            if sent >= self._concurrency or self._behind:
+                continue  # a full batch, or events left to fan out: more may be due at once
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll_s)
 
@@ -157,10 +167,17 @@ class WebhookDispatcher:
 
     def _claim(self) -> list[tuple[outbox.Claimed, bytes | None]]:
         now = self._clock()
-        # A read first: most polls find nothing, and need no write lock to say so.
+        # Reads first: most polls find nothing, and need no write lock to say so.
         with self._engine.connect() as connection:
-            if not outbox.any_due(connection, now=now):
-                return []
+            behind = webhook_fanout.behind(connection)
+            due = outbox.any_due(connection, now=now)
+        self._behind = False
+        if behind:  # one batch a pass, so that sending goes on during a long catch-up
+            with connection_scope(self._engine) as connection:
+                written, self._behind = webhook_fanout.fan_out(connection, now=now)
+            due = due or written > 0
+        if not due:
+            return []
         with connection_scope(self._engine) as connection:
             claimed = outbox.claim(connection, now=now, limit=self._concurrency, lease=self._lease)
         missing = {c.endpoint_id for c in claimed} - set(self._secrets)

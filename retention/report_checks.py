@@ -20,7 +20,7 @@ from retention.report_model import (
 )
 from retention.report_scope import LIST_LIMIT, Scope
 from retention.subjects import RequestKind, SubjectRequest
-from storage import outbox
+from storage import webhook_fanout
 from storage.audit import AuditEvent, ChainReport
 from storage.catalog import Recording
 
@@ -155,7 +155,7 @@ def audit_status(report: ChainReport | None) -> AuditStatus:
 
 def webhook_status(scope: Scope) -> WebhookStatus:
     """Deliveries waiting and dead, of the client when the report is one client's."""
-    found = outbox.backlog(scope.session, client_id=scope.client_id)
+    found = webhook_fanout.backlog(scope.session, client_id=scope.client_id)
     return WebhookStatus(
         pending=found.pending,
         oldest_pending=found.oldest_pending,

@@ -1,7 +1,9 @@
 """The audit log: append-only, every event hash-chained to the one before.
 
-Every domain event is appended here in its caller's transaction, so the events that
-integrators hear of (storage.webhook_events) get their webhook outbox rows here too.
+Every domain event is appended here in its caller's transaction. That makes the log the
+first half of the webhook outbox: the events integrators hear of
+(storage.webhook_events) are durable here once that transaction commits, and the
+dispatcher fans them out to endpoints later (storage.webhook_fanout), at no cost to it.
 
 ``hash = sha256(prev_hash + canonical event)``, the first event chaining to 64 zeros.
 Editing an event breaks its hash, inserting or removing one breaks the next event's
@@ -30,11 +32,10 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlmodel import Field, Session, SQLModel, select
 
-from storage import audit_feed, outbox
+from storage import audit_feed
 from storage.db import connection_of
 from storage.errors import AuditChainBroken
 from storage.types import UTCDateTime
-from storage.webhook_events import SOURCE_KINDS, Source
 
 log = logging.getLogger(__name__)
 
@@ -266,18 +267,9 @@ class AuditLog:
             hash_ = event["hash"] = _hash(hash_, _canonical(event))
             events.append(event)
             appended.append(Appended(seq, hash_))
+        # Webhooks need nothing more here: the event is their outbox's first half
+        # (storage.webhook_fanout reads it once committed).
         connection.execute(_INSERT_EVENT, events)
-        # Webhooks are written with their event, in this transaction (storage.outbox).
-        if any(entry.kind in SOURCE_KINDS for entry in entries):
-            outbox.enqueue(
-                connection,
-                [
-                    Source(a.seq, a.hash, e.kind, e.client_id, e.subject, e.data or {})
-                    for a, e in zip(appended, entries, strict=True)
-                    if e.kind in SOURCE_KINDS
-                ],
-                now=now,
-            )
         if audit_feed.watched(connection):
             first = seq - len(entries) + 1
             audit_feed.stage(

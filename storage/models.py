@@ -4,6 +4,7 @@ from storage.audit import AuditAnchor, AuditEvent
 from storage.catalog import Recording, RecordingPurpose
 from storage.keyring import ClientKey, MasterKeyCheck, RecordingKey
 from storage.outbox import WebhookDelivery
+from storage.webhook_fanout import WebhookFanoutCursor
 from storage.webhooks import WebhookEndpoint
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "RecordingPurpose",
     "WebhookDelivery",
     "WebhookEndpoint",
+    "WebhookFanoutCursor",
 ]

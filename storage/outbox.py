@@ -1,12 +1,16 @@
-"""The webhook outbox: one row per event and endpoint, written with the event itself.
+"""The webhook outbox's second half: one row per event and endpoint, until it is settled.
 
-``enqueue`` runs inside the audit log's append, in the caller's transaction: an event
-that rolls back leaves no webhook, and one that commits has its rows. Delivery is the
-dispatcher's (recorder.webhook_dispatch): it claims due rows (``claim``), sends them,
-and records each outcome (``settle``). A claim is a lease: a replica that dies while
-sending leaves rows that another claims once the lease ends, so delivery is at least
-once. On PostgreSQL concurrent claims skip each other's locked rows; SQLite has one
-writer at a time, and the lease alone keeps two processes from sending a row together.
+The first half is the audit log: an event is durable, with everything its webhook
+needs, once its own transaction commits (storage.audit). The dispatcher's fan-out
+(storage.webhook_fanout) writes these rows from it later, in a transaction of its own,
+and moves its cursor in that same transaction. Delivery is the dispatcher's too
+(recorder.webhook_dispatch): it claims due rows (``claim``), sends them, and records
+each outcome (``settle``). A claim is a lease: a replica that dies while sending leaves
+rows that another claims once the lease ends. So delivery is at least once from end to
+end: an event committed is in the log until fanned out, a row written stays pending
+until settled. On PostgreSQL concurrent claims skip each other's locked rows; SQLite
+has one writer at a time, and the lease alone keeps two processes from sending a row
+together.
 
 Statuses: ``pending`` (waiting or being retried), ``delivered`` (a 2xx answer),
 ``dead`` (no success within the maximum age), ``cancelled`` (its endpoint was deleted).
@@ -17,8 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,9 +30,7 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 from storage.db import connection_of
-from storage.ids import new_id
 from storage.types import UTCDateTime
-from storage.webhook_events import Source, notices_of
 from storage.webhooks import WebhookEndpoint
 
 PENDING, DELIVERED, DEAD, CANCELLED = "pending", "delivered", "dead", "cancelled"
@@ -42,16 +43,18 @@ class WebhookDelivery(SQLModel, table=True):
     __tablename__ = "webhook_outbox"
     __table_args__ = (sa.Index("ix_webhook_outbox_due", "status", "next_attempt_at"),)
 
-    id: str = Field(primary_key=True, max_length=40)  # the ``webhook-id``, same on retries
-    # No index of their own: every row costs each index an insert, in the event's
-    # transaction, and what reads by endpoint or client reads pending and dead rows
-    # only, which the (status, next_attempt_at) index finds.
+    # The ``webhook-id``, the same on retries; derived from the endpoint, the event and
+    # the notice (storage.webhook_fanout.delivery_id), so a repeated fan-out cannot add
+    # a second row. Rows written before migration 0012 have random ids.
+    id: str = Field(primary_key=True, max_length=40)
+    # No index of their own: what reads by endpoint or client reads pending and dead
+    # rows only, which the (status, next_attempt_at) index finds.
     endpoint_id: str = Field(max_length=40)
     client_id: str = Field(max_length=63)
     type: str = Field(max_length=40)
     body: str = Field(sa_type=sa.Text)  # the exact bytes sent (UTF-8 JSON)
     audit_seq: int = Field(sa_type=sa.BigInteger)
-    created_at: datetime = Field(sa_type=UTCDateTime)
+    created_at: datetime = Field(sa_type=UTCDateTime)  # when the event happened
     status: str = Field(default=PENDING, max_length=10)
     attempts: int = 0
     next_attempt_at: datetime = Field(sa_type=UTCDateTime)
@@ -62,68 +65,6 @@ class WebhookDelivery(SQLModel, table=True):
 
 _OUTBOX: sa.Table = WebhookDelivery.__table__  # type: ignore[attr-defined]
 _ENDPOINTS: sa.Table = WebhookEndpoint.__table__  # type: ignore[attr-defined]
-_INSERT = sa.insert(_OUTBOX)
-_LIVE_ENDPOINTS = sa.select(_ENDPOINTS.c.id, _ENDPOINTS.c.client_id, _ENDPOINTS.c.events).where(
-    _ENDPOINTS.c.deleted_at.is_(None)
-)
-# Most events concern one client: a plain parameter costs less than an expanding one.
-_SUBSCRIBED_ONE = _LIVE_ENDPOINTS.where(_ENDPOINTS.c.client_id == sa.bindparam("client"))
-_SUBSCRIBED = _LIVE_ENDPOINTS.where(
-    _ENDPOINTS.c.client_id.in_(sa.bindparam("clients", expanding=True))
-)
-
-
-def enqueue(connection: sa.Connection, events: Sequence[Source], *, now: datetime) -> int:
-    """Write the webhooks these just-appended events produce; return how many rows."""
-    notices = [n for event in events for n in _with_seq(event)]
-    if not notices:
-        return 0
-    clients = sorted({n.client_id for _, n in notices})
-    found = (
-        connection.execute(_SUBSCRIBED_ONE, {"client": clients[0]})
-        if len(clients) == 1
-        else connection.execute(_SUBSCRIBED, {"clients": clients})
-    )
-    # A look-up first, an insert only if an endpoint is subscribed: most events of most
-    # clients go nowhere, and pay for the look-up alone.
-    subscribed: dict[str, list[tuple[str, set[str]]]] = {}
-    for endpoint_id, client_id, types in found:
-        subscribed.setdefault(client_id, []).append((endpoint_id, set(types.split(","))))
-    if not subscribed:
-        return 0
-    timestamp = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    rows: list[dict[str, Any]] = []
-    for seq, notice in notices:
-        endpoints = [e for e, types in subscribed.get(notice.client_id, ()) if notice.type in types]
-        if not endpoints:
-            continue
-        body = json.dumps(
-            {"type": notice.type, "timestamp": timestamp, "data": notice.data},
-            separators=(",", ":"),
-            default=str,
-        )
-        rows += [
-            {
-                "id": new_id("msg", now),
-                "endpoint_id": endpoint_id,
-                "client_id": notice.client_id,
-                "type": notice.type,
-                "body": body,
-                "audit_seq": seq,
-                "created_at": now,
-                "status": PENDING,
-                "attempts": 0,
-                "next_attempt_at": now,
-            }
-            for endpoint_id in endpoints
-        ]
-    if rows:  # one row alone skips the executemany path
-        connection.execute(_INSERT, rows[0] if len(rows) == 1 else rows)
-    return len(rows)
-
-
-def _with_seq(event: Source) -> Iterable[tuple[int, Any]]:
-    return ((event.seq, notice) for notice in notices_of(event))
 
 
 @dataclass(frozen=True)
@@ -268,7 +209,8 @@ class Backlog:
 
 
 def backlog(executor: Any, *, client_id: str | None = None) -> Backlog:
-    """How many deliveries wait and how many died (one client's, or everyone's)."""
+    """How many rows wait and how many died (one client's, or everyone's); the report
+    adds the events not yet fanned out (storage.webhook_fanout.backlog)."""
     o = _OUTBOX.c
     query = (
         sa.select(o.status, sa.func.count(), sa.func.min(o.created_at), sa.func.max(o.settled_at))

@@ -1,10 +1,10 @@
 """Which audit events become webhook events, and what their payloads say.
 
-Every domain event is written to the audit log, so the log's append is where an event's
-webhook is born, in the same transaction (``storage.outbox``). The translation is data
-kept here, at the bottom layer, rather than hooks registered by the packages above: a
-process that never imported the module of an event would otherwise drop its webhooks
-without a word.
+Every domain event is written to the audit log in its own transaction, so the log is
+where an event's webhook is born: the dispatcher's fan-out (``storage.webhook_fanout``)
+reads it later and translates it here. The translation is data kept here, at the
+bottom layer, rather than hooks registered by the packages above: a process that never
+imported the module of an event would otherwise drop its webhooks without a word.
 
 A payload carries ids, codes, hashes and dates; never a phone number, a participant's
 hash or free text someone typed (a hold's reason, a revocation's reason).

@@ -50,6 +50,9 @@ class WebhookEndpoint(SQLModel, table=True):
     created_by: str = Field(max_length=100)
     created_at: datetime = Field(sa_type=UTCDateTime)
     deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # The audit sequence number of its own ``webhook.created`` event: it hears of the
+    # events after that one only (storage.webhook_fanout).
+    since_seq: int = Field(default=0, sa_type=sa.BigInteger)
 
 
 @dataclass(frozen=True)
@@ -148,19 +151,10 @@ def create_endpoint(
     if live >= MAX_ENDPOINTS_PER_CLIENT:
         raise ValueError(f"a client has at most {MAX_ENDPOINTS_PER_CLIENT} webhook endpoints")
     endpoint_id, secret = new_id("whk", now), os.urandom(SECRET_BYTES)
-    row = WebhookEndpoint(
-        id=endpoint_id,
-        client_id=client_id,
-        url=url,
-        events=",".join(types),
-        secret=keyring.wrap_client_secret(
-            session, client_id=client_id, secret=secret, context=endpoint_id, now=now
-        ),
-        created_by=actor,
-        created_at=now,
+    wrapped = keyring.wrap_client_secret(
+        session, client_id=client_id, secret=secret, context=endpoint_id, now=now
     )
-    session.add(row)
-    audit.append(
+    created = audit.append(
         session,
         kind="webhook.created",
         actor=actor,
@@ -169,6 +163,17 @@ def create_endpoint(
         subject=endpoint_id,
         data={"url": url, "events": types},
     )
+    row = WebhookEndpoint(
+        id=endpoint_id,
+        client_id=client_id,
+        url=url,
+        events=",".join(types),
+        secret=wrapped,
+        created_by=actor,
+        created_at=now,
+        since_seq=created.seq,
+    )
+    session.add(row)
     text = SECRET_PREFIX + base64.b64encode(secret).decode("ascii")
     return CreatedEndpoint(_public(row), text)
 
@@ -187,7 +192,11 @@ def delete_endpoint(
     actor: str,
     now: datetime,
 ) -> Endpoint | None:
-    """Delete an endpoint and drop what still waited for it; None if there is none."""
+    """Delete an endpoint and drop what still waited for it; None if there is none.
+
+    The rows already fanned out are cancelled (and counted in the audit event); events
+    not yet fanned out are never written for a deleted endpoint.
+    """
     from storage import outbox  # the outbox reads endpoints: imported here, not at the top
 
     row = session.get(WebhookEndpoint, endpoint_id)
@@ -195,6 +204,9 @@ def delete_endpoint(
         return None
     row.deleted_at, row.secret = now, None
     session.add(row)
+    # Written before the rows are cancelled: on PostgreSQL this waits for a fan-out
+    # that has just read the endpoint as live, so the cancel sees that fan-out's rows.
+    session.flush()
     cancelled = outbox.cancel_pending(session, endpoint_id=endpoint_id, now=now)
     audit.append(
         session,

@@ -57,6 +57,12 @@ class PostgresDatabases:
         self._execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
         return name, self._url_of(name)
 
+    def create_empty(self) -> tuple[str, str]:
+        """A database with no schema at all (for migrating step by step)."""
+        name = f"callrec_t_{secrets.token_hex(4)}"
+        self._execute(f'CREATE DATABASE "{name}"')
+        return name, self._url_of(name)
+
     def drop(self, name: str) -> None:
         self._execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

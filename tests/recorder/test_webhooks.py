@@ -23,9 +23,9 @@ from sqlmodel import Session
 from standardwebhooks import Webhook
 
 from recorder.app import create_app
-from storage import outbox, webhooks
+from storage import outbox, webhook_fanout, webhooks
 from storage.backend import StorageBackend
-from storage.db import session_scope
+from storage.db import connection_scope, session_scope
 from storage.vault import RecordingDraft
 from storage.webhook_events import EVENT_TYPES
 from tests.recorder.conftest import ADMIN, Clock, backend_settings, call_body, make_tenant, tone_wav
@@ -219,7 +219,10 @@ def test_a_receiver_down_then_failing_then_slow_loses_nothing(
         assert revoked.status_code == 200, revoked.text
 
     def attempted(times: int) -> Callable[[], bool]:
-        return lambda: all(r.attempts >= times for r in _rows(backend))
+        # Fanned out from the audit log by the dispatcher: the rows appear, then are tried.
+        return lambda: (
+            len(rows := _rows(backend)) == len(grants) and all(r.attempts >= times for r in rows)
+        )
 
     _eventually(attempted(1))
     assert {r.status for r in _rows(backend)} == {"pending"}
@@ -252,7 +255,7 @@ def test_a_receiver_that_never_recovers_leaves_dead_deliveries_in_the_report(
         json={"reason": "ended", "purge_existing": False},
         headers=acme.client_admin,
     )
-    _eventually(lambda: receiver.attempts >= 1 and _rows(backend)[0].attempts >= 1)
+    _eventually(lambda: receiver.attempts >= 1 and any(r.attempts >= 1 for r in _rows(backend)))
     report = client.get("/v1/reports/retention?client_id=acme", headers=ADMIN).json()
     assert report["webhooks"]["pending"] == 1 and report["webhooks"]["dead"] == 0
     clock.now += timedelta(hours=2)  # past CALLREC_WEBHOOK_MAX_AGE_S (an hour here)
@@ -266,7 +269,7 @@ def test_a_receiver_that_never_recovers_leaves_dead_deliveries_in_the_report(
     assert "Webhooks" in html
 
 
-def test_the_outbox_row_is_written_in_the_events_transaction(
+def test_the_event_is_the_outbox_and_the_fan_out_writes_its_rows(
     backend: StorageBackend, now: Any
 ) -> None:
     from consent.clients import Client
@@ -290,18 +293,20 @@ def test_the_outbox_row_is_written_in_the_events_transaction(
             session, kind="consent.revoked", actor="test", now=now, client_id="acme", subject="g1"
         )
 
-    seen = []
-
     def fail_after_the_event() -> None:
         with session_scope(backend.engine) as session:
             revoke(session)
-            seen.append(len(_rows_in(session)))
             raise RuntimeError("the operation fails after its event")
+
+    def fan_out() -> int:
+        with connection_scope(backend.engine) as connection:
+            written, more = webhook_fanout.fan_out(connection, now=now + timedelta(minutes=1))
+        assert not more
+        return written
 
     with pytest.raises(RuntimeError):
         fail_after_the_event()
-    assert seen == [1]  # written with the event…
-    assert _rows(backend) == []  # …and gone with it
+    assert fan_out() == 0  # an event rolled back leaves nothing to send
     with session_scope(backend.engine) as session:
         revoke(session)
         # An event no endpoint subscribed to, and one of another client: no row.
@@ -311,17 +316,22 @@ def test_the_outbox_row_is_written_in_the_events_transaction(
         backend.audit.append(
             session, kind="consent.revoked", actor="t", now=now, client_id="globex", subject="g"
         )
+    # The event's transaction wrote no row; until the fan-out, the report counts it pending.
+    assert _rows(backend) == []
+    with Session(backend.engine) as session:
+        assert webhook_fanout.backlog(session, client_id="acme") == outbox.Backlog(1, now, 0, None)
+        assert webhook_fanout.backlog(session, client_id="globex").pending == 0
+    assert fan_out() == 1
+    assert fan_out() == 0  # the cursor moved past it
     [row] = _rows(backend)
     assert json.loads(row.body) == {
         "type": "consent.revoked",
-        "timestamp": "2026-11-28T12:00:00.000000Z",
+        "timestamp": "2026-11-28T12:00:00.000000Z",  # the event's time, not the fan-out's
         "data": {"grant_id": "g1", "ledger_version": None, "purge_existing": None},
     }
-
-
-def _rows_in(session: Session) -> list[Any]:
-    table = outbox.WebhookDelivery.__table__  # type: ignore[attr-defined]
-    return list(session.execute(sa.select(table)))
+    assert row.created_at == now and row.status == "pending"
+    with Session(backend.engine) as session:
+        assert webhook_fanout.backlog(session, client_id="acme") == outbox.Backlog(1, now, 0, None)
 
 
 @pytest.mark.parametrize(
