@@ -213,8 +213,9 @@ def _insert_ignoring_repeats(connection: sa.Connection) -> Any:
 def backlog(executor: Any, *, client_id: str | None = None) -> outbox.Backlog:
     """Deliveries not done, for the report: rows pending or dead, and the deliveries of
     events not yet fanned out, counted as pending."""
-    rows = outbox.backlog(executor, client_id=client_id)
+    # The events first: a fan-out committing in between is then counted twice, not missed.
     count, oldest = waiting(executor, client_id=client_id)
+    rows = outbox.backlog(executor, client_id=client_id)
     if not count:
         return rows
     firsts = [t for t in (rows.oldest_pending, oldest) if t is not None]
