@@ -36,17 +36,26 @@ class AuWriter:
 
     def write(self, streams: Sequence[bytes]) -> bytes:
         """One time step: the same number of samples from every channel, interleaved."""
-        if len(streams) != self.channels:
-            raise ValueError(f"{len(streams)} streams for {self.channels} channels")
-        length = len(streams[0])
-        if any(len(stream) != length for stream in streams):
+        return self.write_steps([[stream] for stream in streams])
+
+    def write_steps(self, columns: Sequence[Sequence[bytes]]) -> bytes:
+        """Consecutive time steps, a sequence per channel, interleaved in one pass.
+
+        A live call hands out a tenth of a second at a time: joining each channel's
+        slots and interleaving once costs far less than doing it step by step.
+        """
+        if len(columns) != self.channels:
+            raise ValueError(f"{len(columns)} streams for {self.channels} channels")
+        joined = [b"".join(column) for column in columns]
+        length = len(joined[0])
+        if any(len(samples) != length for samples in joined):
             raise ValueError("the channels' samples of one time step differ in length")
         self.samples += length
         if self.channels == 1:
-            return bytes(streams[0])
+            return joined[0]
         out = bytearray(length * self.channels)
-        for index, stream in enumerate(streams):
-            out[index :: self.channels] = stream
+        for index, samples in enumerate(joined):
+            out[index :: self.channels] = samples
         return bytes(out)
 
     def close(self) -> bytes:

@@ -114,5 +114,9 @@ class G722MatroskaWriter:
         self.samples += length
         return b"".join(out)
 
+    def write_steps(self, columns: Sequence[Sequence[bytes]]) -> bytes:
+        """Consecutive time steps, a sequence per channel."""
+        return b"".join(self.write(step) for step in zip(*columns, strict=True))
+
     def close(self) -> bytes:
         return b""

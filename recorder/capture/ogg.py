@@ -112,6 +112,10 @@ class OggOpusWriter:
         self._pending, self._pending_samples = [], 0
         return pages
 
+    def write_steps(self, columns: Sequence[Sequence[opus.OpusPacket]]) -> bytes:
+        """Consecutive time steps, a sequence per channel."""
+        return b"".join(self.write(step) for step in zip(*columns, strict=True))
+
     def close(self) -> bytes:
         """The pending audio and the page that ends the stream."""
         pages = self.flush()

@@ -17,6 +17,7 @@ the session produced must go, and the transport's adapter removes the spool.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Generic, TypeVar
@@ -195,23 +196,29 @@ class CaptureSession(Generic[T]):
         """The header if not yet out, then every channel's slots before ``until``."""
         assert self._writer is not None
         columns = [timeline.take(until) for timeline in self._timelines]
+        out, self._pending = self._pending, b""
+        steps = len(columns[0])
+        heard = max(_last_heard(column) for column in columns) + 1
+        if not heard:
+            self._held += steps
+            return out
+        # Steps before the last one heard are written, silence where nothing came (held
+        # steps first); the silent steps after it are held back.
         silence = self.codec.silence()
-        out = [self._pending]
-        self._pending = b""
-        for step in zip(*columns, strict=True):
-            if all(slot is None for slot in step):
-                self._held += 1
-                continue
-            out.append(self._release_held())
-            out.append(self._writer.write([s if s is not None else silence for s in step]))
-        return b"".join(out)
+        lead = [silence] * self._held
+        self._held = steps - heard
+        filled = [
+            lead + [silence if slot is None else slot for slot in column[:heard]]
+            for column in columns
+        ]
+        return out + self._writer.write_steps(filled)
 
     def _release_held(self) -> bytes:
         assert self._writer is not None
-        step = [self.codec.silence()] * self.channels
-        out = b"".join(self._writer.write(step) for _ in range(self._held))
-        self._held = 0
-        return out
+        held, self._held = self._held, 0
+        if not held:
+            return b""
+        return self._writer.write_steps([[self.codec.silence()] * held] * self.channels)
 
     def _discard(self, cause: EndCause) -> None:
         self.state, self.cause = CaptureState.DISCARDED, cause
@@ -220,3 +227,11 @@ class CaptureSession(Generic[T]):
     def _require_live(self, action: str) -> None:
         if not self.live:
             raise SessionClosed(f"cannot {action}: the session is {self.state}")
+
+
+def _last_heard(column: Sequence[object | None]) -> int:
+    """The index of the last slot that holds audio; -1 if none does."""
+    for index in range(len(column) - 1, -1, -1):
+        if column[index] is not None:
+            return index
+    return -1
