@@ -37,6 +37,7 @@ from consent.decisions import CallDecision, CallerAnswer, CallState, decision_of
 from consent.errors import NotFound, PermissionDenied, StateConflict
 from consent.lapse import lapse_call
 from recorder._exceptions import CaptureBusy, UnknownSession
+from recorder.capture import PacketSink
 from recorder.capture.codecs import Codec
 from recorder.capture.reception import Reception
 from recorder.capture.session import CaptureSession, CaptureState, EndCause
@@ -257,23 +258,22 @@ class LiveCaptures:
         )
         return call
 
-    def media(
-        self,
-        call: LiveCall,
-        channel: int,
-        *,
-        ssrc: int,
-        timestamp: int,
-        payload: bytes,
-        sequence: int | None = None,
-    ) -> None:
-        """An RTP payload from the transport (with its sequence number, to count loss)."""
-        if sequence is not None and 0 <= channel < len(call.reception):
-            call.reception[channel].receive(ssrc=ssrc, sequence=sequence)
-        if call.session.live:
-            call.session.media(
-                channel, ssrc=ssrc, timestamp=timestamp, payload=payload, now=self._monotonic()
-            )
+    def inlet(self, call: LiveCall, channel: int) -> PacketSink:
+        """Where a transport hands each RTP packet of ``channel``: its SSRC, sequence
+        number (to count loss), timestamp and payload.
+
+        A closure over the channel's parts: it runs for every packet of every call.
+        """
+        if not 0 <= channel < len(call.reception):
+            raise ValueError(f"no channel {channel} in a {len(call.reception)}-channel call")
+        reception, session, monotonic = call.reception[channel], call.session, self._monotonic
+
+        def packet(ssrc: int, sequence: int, timestamp: int, payload: bytes) -> None:
+            reception.receive(ssrc, sequence)
+            if session.live:
+                session.media(channel, ssrc, timestamp, payload, monotonic())
+
+        return packet
 
     async def end(self, call: LiveCall, cause: EndCause = EndCause.ENDED) -> Recording | None:
         """End a call at once (the publisher's DELETE, a BYE) and store what it captured."""

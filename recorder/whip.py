@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 from consent.api_auth import Integrator, tenant_of
 from consent.errors import InvalidRequest, PayloadTooLarge, UnsupportedMedia
 from recorder._exceptions import NoTrickle
+from recorder.capture import PacketSink
 from recorder.capture.codecs import OPUS
 from recorder.live import LiveCall, LiveCaptures
 
@@ -121,18 +122,12 @@ def _tap(live: LiveCaptures, call: LiveCall, pc: RTCPeerConnection) -> None:
     """Hand every audio RTP packet to the capture session, in place of aiortc's decoding."""
     audio = [t for t in pc.getTransceivers() if t.kind == "audio"]
     for channel, transceiver in enumerate(audio):
+        inlet = live.inlet(call, channel)
 
         def handle(
-            packet: RtpPacket, arrival_time_ms: int, channel: int = channel
+            packet: RtpPacket, arrival_time_ms: int, inlet: PacketSink = inlet
         ) -> Coroutine[Any, Any, None]:
-            live.media(
-                call,
-                channel,
-                ssrc=packet.ssrc,
-                timestamp=packet.timestamp,
-                payload=packet.payload,
-                sequence=packet.sequence_number,
-            )
+            inlet(packet.ssrc, packet.sequence_number, packet.timestamp, packet.payload)
             return _done()
 
         transceiver.receiver._handle_rtp_packet = handle  # type: ignore[method-assign]

@@ -29,7 +29,7 @@ class Reception:
     _base: int = 0  # the first sequence number of this run, extended
     _highest: int = 0  # the highest, extended across wrap-arounds
 
-    def receive(self, *, ssrc: int, sequence: int) -> None:
+    def receive(self, ssrc: int, sequence: int) -> None:
         """A packet arrived with this SSRC and 16-bit sequence number."""
         if ssrc != self._ssrc:
             if self._ssrc is not None:

@@ -107,7 +107,7 @@ class CaptureSession(Generic[T]):
         self._writer = self.codec.writer(self.channels, serial=self.serial)
         self._pending = self._writer.start()
 
-    def media(self, channel: int, *, ssrc: int, timestamp: int, payload: bytes, now: float) -> None:
+    def media(self, channel: int, ssrc: int, timestamp: int, payload: bytes, now: float) -> None:
         """An RTP payload for ``channel``; kept only while capturing."""
         if not 0 <= channel < self.channels:
             raise ValueError(f"no channel {channel} in a {self.channels}-channel session")
@@ -121,7 +121,7 @@ class CaptureSession(Generic[T]):
             self.malformed += 1
             self.dropped += 1
             return
-        self._timelines[channel].receive(ssrc=ssrc, timestamp=timestamp, slots=slots, now=now)
+        self._timelines[channel].receive(ssrc, timestamp, slots, now)
         self.heard = True
 
     def caller_answered(self, *, accepted: bool, now: float) -> None:

@@ -62,7 +62,7 @@ class Timeline(Generic[T]):
             delta -= _TS_MOD
         return self._last_ts + delta
 
-    def receive(self, *, ssrc: int, timestamp: int, slots: Sequence[T], now: float) -> None:
+    def receive(self, ssrc: int, timestamp: int, slots: Sequence[T], now: float) -> None:
         """Place a packet, already cut into slots, by its timestamp."""
         arrival = max(self._wall_slot(now), self._next)
         extended = self._extend(timestamp) if ssrc == self._ssrc else timestamp

@@ -3,14 +3,15 @@
 ``parse_rtp`` reads the fixed header of RFC 3550 §5.1 and everything that may follow
 it (CSRC list, a header extension, padding) and raises ``ValueError``, and only that,
 for anything else. A ``RtpReceiver`` holds one port of the ``PortPool`` and hands each
-packet it was told to ``expect`` to a callback; everything else is dropped and counted:
+packet it was told to ``expect`` to a callback (its SSRC, sequence number, timestamp and
+payload); everything else is dropped and counted:
 packets from another address than the one the SDP named, payload types not negotiated
 for recording (RFC 4733 telephone events and comfort noise, PT 13, among them), and
 RTCP sent to the same port. Each stream has its own port, so the port says which
 stream a packet belongs to, whatever its SSRC.
 
 The receive path carries every packet of every call: it reads the header with one
-``struct`` call and copies nothing but the payload.
+``struct`` call, builds no object for the packet, and copies nothing but the payload.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ import logging
 import socket
 import struct
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from recorder._exceptions import PortsExhausted
+from recorder.capture import PacketSink
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ _EXTENSION = struct.Struct("!HH")  # profile-defined bits, length in 32-bit word
 _RTCP = range(192, 224)
 _DATAGRAM = 8192  # read size: more than any RTP packet on a 1500-byte path
 _BURST = 32  # datagrams read from one socket per wake-up at most
+_PLAIN = 0x80  # version 2 with no padding, extension or CSRC: what nearly every SRC sends
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,19 +145,21 @@ def _bind(host: str, port: int) -> socket.socket:
 class RtpReceiver:
     """One stream's UDP port: packets it expects go to ``on_packet``, others are counted.
 
-    Until ``expect`` is called nothing is expected: every packet is dropped.
+    Until ``expect`` is called nothing is expected: every packet is dropped. ``on_packet``
+    may be replaced at any time (a SIPREC call's ports are bound before its capture).
     """
 
     port: int
     received: int
     dropped: int
+    on_packet: PacketSink
 
-    def __init__(self, pool: PortPool, port: int, on_packet: Callable[[RtpPacket], None]) -> None:
+    def __init__(self, pool: PortPool, port: int, on_packet: PacketSink) -> None:
         self.port = port
         self.received = 0  # handed to on_packet
         self.dropped = 0  # another source, another payload type, RTCP, or not RTP
         self._pool = pool
-        self._on_packet = on_packet
+        self.on_packet = on_packet
         self._sources: frozenset[str] | None = None  # None: any source
         self._payload_types: frozenset[int] = frozenset()
         self._socket: socket.socket | None = None
@@ -162,9 +167,7 @@ class RtpReceiver:
         self._closed = False
 
     @classmethod
-    async def open(
-        cls, host: str, pool: PortPool, on_packet: Callable[[RtpPacket], None]
-    ) -> RtpReceiver:
+    async def open(cls, host: str, pool: PortPool, on_packet: PacketSink) -> RtpReceiver:
         """Bind a port of ``pool`` on ``host``; a port that will not bind is passed over.
 
         ``PortsExhausted`` when no free port of the pool binds.
@@ -211,7 +214,7 @@ class RtpReceiver:
         self._payload_types = frozenset(payload_types)
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        # The hot path: two set lookups before the header is parsed.
+        # The hot path: two set lookups, then the plain header read in place.
         sources = self._sources
         if (
             (sources is not None and addr[0] not in sources)
@@ -220,13 +223,23 @@ class RtpReceiver:
         ):
             self.dropped += 1
             return
-        try:
-            packet = parse_rtp(data)
-        except ValueError:
-            self.dropped += 1
-            return
+        if data[0] == _PLAIN and data[1] not in _RTCP:
+            _, _, sequence, timestamp, ssrc = _HEADER.unpack_from(data)
+            payload = data[12:]
+        else:
+            try:
+                packet = parse_rtp(data)
+            except ValueError:
+                self.dropped += 1
+                return
+            sequence, timestamp, ssrc, payload = (
+                packet.sequence,
+                packet.timestamp,
+                packet.ssrc,
+                packet.payload,
+            )
         self.received += 1
-        self._on_packet(packet)
+        self.on_packet(ssrc, sequence, timestamp, payload)
 
     def close(self) -> None:
         """Stop receiving and give the port back to the pool (once; again does nothing)."""

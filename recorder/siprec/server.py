@@ -58,7 +58,7 @@ from recorder.siprec.facts import (
     parties_of,
 )
 from recorder.siprec.metadata import Metadata, MetadataError, channel_order, parse_metadata
-from recorder.siprec.rtp import PortPool, RtpPacket, RtpReceiver
+from recorder.siprec.rtp import PortPool, RtpReceiver
 from recorder.siprec.sdp import (
     SdpError,
     SessionDescription,
@@ -111,6 +111,10 @@ class SiprecCall:
     @property
     def actor(self) -> str:
         return f"siprec:{self.source}"
+
+
+def _before_capture(ssrc: int, sequence: int, timestamp: int, payload: bytes) -> None:
+    """A stream's packets before its call's capture session exists: nowhere to go."""
 
 
 def _key(dialog: Dialog) -> tuple[str, str]:
@@ -331,10 +335,8 @@ class SiprecServer:
                 channel=CHANNEL,
                 actor=actor,
             )
-            for channel, index in enumerate(order):
-                receiver = await RtpReceiver.open(
-                    self._media_host, self._ports, self._on_packet(call, channel)
-                )
+            for index in order:
+                receiver = await RtpReceiver.open(self._media_host, self._ports, _before_capture)
                 call.receivers[index] = receiver
                 self._expect(call, index, offer)
             call.live = await self._live.open(
@@ -344,6 +346,8 @@ class SiprecServer:
                 close_transport=lambda: self._close(call),
                 prefix="sip",
             )
+            for channel, index in enumerate(order):
+                call.receivers[index].on_packet = self._live.inlet(call.live, channel)
         except CallrecError as exc:
             self._close_receivers(call)
             raise _refusal(exc) from exc
@@ -514,22 +518,6 @@ class SiprecServer:
         self._live.wake()
 
     # -- media and the end ---------------------------------------------------------
-
-    def _on_packet(self, call: SiprecCall, channel: int) -> Callable[[RtpPacket], None]:
-        live = self._live
-
-        def on_packet(packet: RtpPacket) -> None:
-            if call.live is not None:
-                live.media(
-                    call.live,
-                    channel,
-                    ssrc=packet.ssrc,
-                    timestamp=packet.timestamp,
-                    payload=packet.payload,
-                    sequence=packet.sequence,
-                )
-
-        return on_packet
 
     def _expect(self, call: SiprecCall, index: int, offer: SessionDescription) -> None:
         stream = offer.streams[index]

@@ -7,7 +7,7 @@ import contextlib
 import socket
 import struct
 from collections.abc import Awaitable, Iterator
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -243,17 +243,24 @@ def sender(host: str = HOST) -> Iterator[socket.socket]:
         sock.close()
 
 
+class Handed(NamedTuple):
+    ssrc: int
+    sequence: int
+    timestamp: int
+    payload: bytes
+
+
 class Inbox:
     """What a receiver hands on, and a way to await the packet with a given sequence."""
 
     def __init__(self) -> None:
-        self.packets: list[RtpPacket] = []
+        self.packets: list[Handed] = []
         self._waiting: dict[int, asyncio.Event] = {}
 
-    def __call__(self, packet: RtpPacket) -> None:
-        self.packets.append(packet)
-        if packet.sequence in self._waiting:
-            self._waiting[packet.sequence].set()
+    def __call__(self, ssrc: int, sequence: int, timestamp: int, payload: bytes) -> None:
+        self.packets.append(Handed(ssrc, sequence, timestamp, payload))
+        if sequence in self._waiting:
+            self._waiting[sequence].set()
 
     async def until(self, sequence: int) -> None:
         event = self._waiting.setdefault(sequence, asyncio.Event())
@@ -283,12 +290,36 @@ def test_only_the_expected_source_and_payload_types_reach_the_callback() -> None
                 await inbox.until(6)
         finally:
             receiver.close()
-        assert [(p.pt, p.sequence, len(p.payload)) for p in inbox.packets] == [
-            (PCMU, 5, 160),
-            (PCMA, 6, 80),
+        assert [(p.sequence, p.payload) for p in inbox.packets] == [
+            (5, b"\xd5" * 160),
+            (6, b"\xd5" * 80),
         ]
-        assert inbox.packets[0].marker
         assert (receiver.received, receiver.dropped) == (2, 6)
+
+    run(scenario())
+
+
+def test_headers_beyond_the_plain_one_are_read_through() -> None:
+    # The receiver reads the plain 12-byte header in place; CSRCs, an extension and
+    # padding take the full parse, and each packet hands on its payload alone.
+    async def scenario() -> None:
+        pool, inbox = PortPool(*free_ports(2)), Inbox()
+        receiver = await RtpReceiver.open(HOST, pool, inbox)
+        receiver.expect(source=HOST, payload_types={PCMU})
+        address = (HOST, receiver.port)
+        voice = bytes(range(160))
+        try:
+            with sender() as near:
+                near.sendto(rtp(sequence=1, timestamp=160, ssrc=7, payload=voice), address)
+                near.sendto(rtp(sequence=2, csrcs=(1, 2), payload=voice), address)
+                near.sendto(rtp(sequence=3, extension=b"\x10\xaa\x00\x00", payload=voice), address)
+                near.sendto(rtp(sequence=4, padding=4, payload=voice), address)
+                near.sendto(rtp(sequence=5, marker=True, payload=voice), address)
+                await inbox.until(5)
+        finally:
+            receiver.close()
+        assert inbox.packets[0] == Handed(7, 1, 160, voice)
+        assert [(p.sequence, p.payload) for p in inbox.packets] == [(n, voice) for n in range(1, 6)]
 
     run(scenario())
 
