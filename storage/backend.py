@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
 import time
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from storage.objectstore import ObjectStore
 from storage.s3_client import S3Config
 from storage.s3_endpoint import PublishedEndpoint, running_endpoint
 from storage.s3_supervisor import S3Supervisor
+from storage.secret_files import create_once
 from storage.settings import Settings
 from storage.vault import Vault
 
@@ -252,8 +252,7 @@ class StorageBackend:
             # Replicas sharing a database must share the key; a generated one would not be.
             raise ConfigError("CALLREC_MASTER_KEY must be set when CALLREC_DATABASE_URL is")
         path = settings.data_dir / "master.key"
-        if not path.exists():
-            _write_secret(path, crypto.format_master_key(crypto.generate_key()))
+        if not path.exists() and create_once(path, crypto.format_master_key(crypto.generate_key())):
             log.info("generated a master key at %s", path)
         return crypto.parse_master_key(path.read_text().strip())
 
@@ -274,16 +273,9 @@ def s3_credentials(settings: Settings) -> S3Credentials:
             "access_key_id": "callrec" + secrets.token_hex(6),
             "secret_access_key": secrets.token_urlsafe(30),
         }
-        _write_secret(path, json.dumps(generated, indent=2))
+        create_once(path, json.dumps(generated, indent=2))
     stored = json.loads(path.read_text())
     return S3Credentials(stored["access_key_id"], stored["secret_access_key"])
-
-
-def _write_secret(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text + "\n")
 
 
 def _await_endpoint(s3_dir: Path, timeout: float) -> PublishedEndpoint | None:

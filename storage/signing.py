@@ -14,19 +14,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import logging
-import os
-import secrets
 from dataclasses import dataclass
-from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from storage.errors import ConfigError
+from storage.secret_files import create_once
 from storage.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -137,7 +134,7 @@ def signing_key(settings: Settings) -> SigningKey:
     if settings.signing_key is not None:
         return parse_signing_key(settings.signing_key.get_secret_value())
     path = settings.data_dir / KEY_FILE
-    if not path.exists() and _create_once(path, SigningKey.generate().to_pem()):
+    if not path.exists() and create_once(path, SigningKey.generate().to_pem()):
         log.info("generated an evidence signing key at %s", path)
     return parse_signing_key(path.read_text())
 
@@ -148,23 +145,3 @@ def existing_signing_key(settings: Settings) -> SigningKey | None:
         return parse_signing_key(settings.signing_key.get_secret_value())
     path = settings.data_dir / KEY_FILE
     return parse_signing_key(path.read_text()) if path.exists() else None
-
-
-def _create_once(path: Path, text: str) -> bool:
-    """Write ``path`` whole with mode 0600 unless it exists; False if another got there first."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
-    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(staging, path)  # atomic, and never replaces a key already there
-        except FileExistsError:
-            return False
-        return True
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            staging.unlink()
