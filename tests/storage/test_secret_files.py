@@ -30,7 +30,7 @@ def test_processes_starting_together_share_one_master_key(tmp_path: Path) -> Non
         barrier = threading.Barrier(8)
 
         with ThreadPoolExecutor(8) as pool:
-            keys = list(pool.map(lambda _: _start(settings, barrier), range(8)))
+            keys = list(pool.map(_start, [settings] * 8, [barrier] * 8))
         assert len(set(keys)) == 1
         assert StorageBackend(settings).master_key() == keys[0]
 
