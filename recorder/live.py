@@ -355,25 +355,25 @@ class LiveCaptures:
         with Session(self._engine) as session:
             query = select(CallDecision).where(col(CallDecision.id).in_(decision_ids))
             rows = list(session.exec(query))
-            grants: dict[tuple[str, str], tuple[Any, Any] | None] = {}
+            # Live calls share a few grants: each is read and built once.
+            grants: dict[tuple[str, str], tuple[tuple[Any, Any] | None, Any]] = {}
             controls = []
             for row in rows:
                 lapsed = purge = False
                 if row.record and row.grant_id is not None:
                     key = (row.client_id, row.grant_id)
-                    if key not in grants:  # live calls share a few grants: one read each
-                        grants[key] = ledger.grant_events(session, *key)
-                    found = grants[key]
-                    grant = None if found is None else ledger.to_grant(*found)
+                    if key not in grants:
+                        found = ledger.grant_events(session, *key)
+                        grants[key] = (found, None if found is None else ledger.to_grant(*found))
+                    found, grant = grants[key]
                     lapsed = not recheck(decision_of(row), grant, now).record
                     purge = (
                         lapsed
                         and found is not None
                         and bool(found[1] is not None and found[1].purge_existing)
                     )
-                session.expunge(row)
                 controls.append(CallControl(row, lapsed=lapsed, purge=purge))
-        return controls
+        return controls  # closing the session detached the rows, loaded as they are
 
     async def _settle(self, call: LiveCall) -> None:
         """Store an ended session, or throw a discarded one away; once."""

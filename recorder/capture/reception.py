@@ -18,7 +18,7 @@ from dataclasses import dataclass
 _SEQ_MOD = 1 << 16
 
 
-@dataclass
+@dataclass(slots=True)
 class Reception:
     """Packets received on one channel, and how many its sender numbered."""
 

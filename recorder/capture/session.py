@@ -52,7 +52,7 @@ class SessionClosed(ValueError):
     """Call control on a session that has ended or been discarded."""
 
 
-@dataclass
+@dataclass(slots=True)
 class CaptureSession(Generic[T]):
     """One live call's channels, its state, and the container its audio goes into."""
 

@@ -24,7 +24,7 @@ T = TypeVar("T")
 _TS_MOD = 1 << 32
 
 
-@dataclass
+@dataclass(slots=True)
 class ChannelStats:
     received: int = 0  # packets placed on the timeline
     late: int = 0  # arrived after their slot was handed out
@@ -34,7 +34,7 @@ class ChannelStats:
     resyncs: int = 0  # anchored afresh after a timestamp jump
 
 
-@dataclass
+@dataclass(slots=True)
 class Timeline(Generic[T]):
     """Slots of ``slot`` samples at ``rate`` Hz, from the wall time ``start`` on."""
 
