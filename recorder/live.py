@@ -136,6 +136,7 @@ class LiveCaptures:
         self._monotonic = monotonic
         self._calls: dict[str, LiveCall] = {}
         self._loop_task: asyncio.Task[None] | None = None
+        self._heard: audit_feed.Watcher | None = None
         self._wake = asyncio.Event()  # set when call control was committed here
         self.ended: dict[str, int] = {}  # sessions ended or discarded, by cause
         self._settled = LiveTally()  # the figures of calls no longer live
@@ -302,11 +303,14 @@ class LiveCaptures:
                 with contextlib.suppress(RuntimeError):  # the loop has closed
                     loop.call_soon_threadsafe(self._wake.set)
 
+        self._unwatch()  # a second start replaces the first's (its loop may be gone)
         audit_feed.watch(self._engine, heard)
+        self._heard = heard
         self._loop_task = asyncio.create_task(self._run(), name="live-captures")
 
     async def stop(self) -> None:
         """Store every live call (the gateway is stopping), then stop the loop."""
+        self._unwatch()
         if self._loop_task is not None:
             self._loop_task.cancel()
             # An ASGI host may run shutdown on another loop than startup: the task ends
@@ -315,6 +319,11 @@ class LiveCaptures:
                 await asyncio.gather(self._loop_task, return_exceptions=True)
         for call in list(self._calls.values()):
             await self.end(call)
+
+    def _unwatch(self) -> None:
+        if self._heard is not None:
+            audit_feed.unwatch(self._engine, self._heard)
+            self._heard = None
 
     async def _run(self) -> None:
         last_control = 0.0

@@ -87,6 +87,7 @@ class WebhookDispatcher:
         self._secrets: dict[str, bytes] = {}  # endpoint id → secret (they never change)
         self._http: Poster | None = None
         self._task: asyncio.Task[None] | None = None
+        self._heard: audit_feed.Watcher | None = None
         # The last batch's outcomes, recorded while the next batch goes out.
         self._settling: asyncio.Future[None] | None = None
         self._wake = asyncio.Event()
@@ -108,11 +109,14 @@ class WebhookDispatcher:
                 with contextlib.suppress(RuntimeError):  # the loop has closed
                     loop.call_soon_threadsafe(wake.set)
 
+        self._unwatch()  # a second start replaces the first's (its loop may be gone)
         audit_feed.watch(self._engine, heard)
+        self._heard = heard
         self._task = asyncio.create_task(self._run(), name="webhook-dispatcher")
 
     async def stop(self) -> None:
         """Stop sending; what was in flight is leased and sent again later (at least once)."""
+        self._unwatch()
         if self._task is not None:
             self._task.cancel()
             if self._task.get_loop() is asyncio.get_running_loop():
@@ -126,6 +130,11 @@ class WebhookDispatcher:
             with contextlib.suppress(RuntimeError):  # its loop is gone (see LiveCaptures.stop)
                 await self._http.close()
             self._http = None
+
+    def _unwatch(self) -> None:
+        if self._heard is not None:
+            audit_feed.unwatch(self._engine, self._heard)
+            self._heard = None
 
     def wake(self) -> None:
         """Look for due deliveries now (from the event loop's thread)."""

@@ -10,6 +10,7 @@ fails would still be seen, which the stores callrec uses do not do for these wri
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -39,43 +40,75 @@ class FedEvent(NamedTuple):
 
 
 Watcher = Callable[[Sequence[FedEvent]], None]
-_watchers: weakref.WeakKeyDictionary[Engine, list[Watcher]] = weakref.WeakKeyDictionary()
+
+
+class _Feed:
+    """An engine's watchers, listening on its commits and rollbacks.
+
+    The engine's own listeners hold it, so it lives exactly as long as the engine. The
+    watchers usually hold the engine too (through a backend or an app): kept in a
+    module-level map instead, they would keep every engine ever watched, with its pool,
+    its caches and all its owners, alive for the life of the process.
+    """
+
+    def __init__(self) -> None:
+        self.watchers: list[Watcher] = []
+
+    def on_commit(self, connection: sa.Connection) -> None:
+        events: list[FedEvent] | None = connection.info.pop(_PENDING, None)
+        if not events:
+            return
+        for watcher in list(self.watchers):  # one may be removed from another thread
+            try:
+                watcher(events)
+            except Exception:  # a watcher's bug must not undo a committed transaction
+                log.exception("audit event watcher failed")
+
+    @staticmethod
+    def on_rollback(connection: sa.Connection) -> None:
+        connection.info.pop(_PENDING, None)
+
+
+# Weak both ways: an entry goes when its engine goes (the engine holds its feed).
+_feeds: weakref.WeakKeyDictionary[Engine, weakref.ref[_Feed]] = weakref.WeakKeyDictionary()
+
+
+def _feed_of(engine: Engine) -> _Feed | None:
+    ref = _feeds.get(engine)
+    return ref() if ref is not None else None
 
 
 def watch(engine: Engine, watcher: Watcher) -> None:
     """Call ``watcher`` with the audit events of each transaction on ``engine`` that commits.
 
-    It runs in the committing thread, so it must be quick and must not raise.
+    It runs in the committing thread, so it must be quick and must not raise. It is
+    called until ``unwatch`` or until the engine itself is gone.
     """
-    if engine not in _watchers:
-        _watchers[engine] = []
-        sa.event.listen(engine, "commit", _on_commit)
-        sa.event.listen(engine, "rollback", _on_rollback)
-    _watchers[engine].append(watcher)
+    feed = _feed_of(engine)
+    if feed is None:
+        feed = _Feed()
+        sa.event.listen(engine, "commit", feed.on_commit)
+        sa.event.listen(engine, "rollback", feed.on_rollback)
+        _feeds[engine] = weakref.ref(feed)
+    feed.watchers.append(watcher)
+
+
+def unwatch(engine: Engine, watcher: Watcher) -> None:
+    """Stop calling ``watcher`` (a no-op if it is not watching ``engine``)."""
+    feed = _feed_of(engine)
+    if feed is not None:
+        with contextlib.suppress(ValueError):
+            feed.watchers.remove(watcher)
 
 
 def watched(connection: sa.Connection) -> bool:
-    return connection.engine in _watchers
+    feed = _feed_of(connection.engine)
+    return feed is not None and bool(feed.watchers)
 
 
 def stage(connection: sa.Connection, events: Iterable[FedEvent]) -> None:
     """Keep ``events`` with the connection's transaction until it ends."""
     connection.info.setdefault(_PENDING, []).extend(events)
-
-
-def _on_commit(connection: sa.Connection) -> None:
-    events: list[FedEvent] | None = connection.info.pop(_PENDING, None)
-    if not events:
-        return
-    for watcher in _watchers.get(connection.engine, ()):
-        try:
-            watcher(events)
-        except Exception:  # a watcher's bug must not undo a committed transaction
-            log.exception("audit event watcher failed")
-
-
-def _on_rollback(connection: sa.Connection) -> None:
-    connection.info.pop(_PENDING, None)
 
 
 def log_events(events: Sequence[FedEvent]) -> None:
