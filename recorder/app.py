@@ -149,22 +149,41 @@ def create_app(
     app.include_router(api_packs.router)
     app.include_router(whip.router)
 
-    @app.get("/healthz", tags=["ops"])
-    def healthz() -> dict[str, str]:
-        """Liveness: the process answers."""
-        return {"status": "ok"}
-
-    @app.get("/readyz", tags=["ops"], responses={503: {"description": "not ready"}})
-    async def readyz() -> JSONResponse:
-        """Readiness: the database and S3 both answer."""
-        try:
-            await run_in_threadpool(backend.check_ready)
-        except StorageError as exc:
-            return JSONResponse({"error": "not_ready", "detail": str(exc)}, status_code=503)
-        return JSONResponse({"status": "ready", "database": "ok", "s3": "ok"})
+    # Module-level endpoints, the app's parts reached through the request: FastAPI caches
+    # what it learns about each endpoint for the life of the process, so an endpoint
+    # closing over this app's backend would keep the backend (and a test's every app).
+    app.state.backend = backend
+    app.add_api_route("/healthz", healthz, methods=["GET"], tags=["ops"])
+    app.add_api_route(
+        "/readyz",
+        readyz,
+        methods=["GET"],
+        tags=["ops"],
+        responses={503: {"description": "not ready"}},
+    )
 
     install_openapi(app, roles_of=roles_of)
     return app
+
+
+def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+async def readyz(request: Request) -> JSONResponse:
+    """Readiness: the database and S3 both answer."""
+    backend: StorageBackend = request.app.state.backend
+    try:
+        await run_in_threadpool(backend.check_ready)
+    except StorageError as exc:
+        return JSONResponse({"error": "not_ready", "detail": str(exc)}, status_code=503)
+    return JSONResponse({"status": "ready", "database": "ok", "s3": "ok"})
+
+
+def metrics(request: Request) -> Response:
+    """Prometheus metrics."""
+    return Response(generate_latest(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)
 
 
 async def _start_siprec(app: FastAPI, host: str, port: int) -> None:
@@ -219,7 +238,5 @@ def _install_metrics(app: FastAPI, backend: StorageBackend, clock: Callable[[], 
         requests.labels(request.method, route, str(response.status_code)).inc()
         return response
 
-    @app.get("/metrics", tags=["ops"], response_class=Response)
-    def metrics() -> Response:
-        """Prometheus metrics."""
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    app.state.metrics = registry
+    app.add_api_route("/metrics", metrics, methods=["GET"], tags=["ops"], response_class=Response)

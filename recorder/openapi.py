@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
@@ -216,20 +216,26 @@ def _with_roles(description: str | None, roles: list[str]) -> str:
     return f"{description}\n\n{line}" if description else line
 
 
+_ASSETS = "/docs/assets"
+
+
 def _serve_docs(app: FastAPI) -> None:
     """Swagger UI from the bundled assets: ``/docs`` needs nothing from the internet."""
-    assets = "/docs/assets"
-    app.mount(assets, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
-    openapi_url = app.openapi_url or "/openapi.json"
+    app.mount(_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+    # A module-level endpoint: one closing over the app would be kept by FastAPI's
+    # per-endpoint caches, and the app with it (see recorder.app).
+    app.add_api_route("/docs", docs, methods=["GET"], include_in_schema=False)
 
-    @app.get("/docs", include_in_schema=False)
-    def docs() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url=openapi_url,
-            title=f"{app.title} API",
-            swagger_js_url=f"{assets}/swagger-ui-bundle.js",
-            swagger_css_url=f"{assets}/swagger-ui.css",
-            swagger_favicon_url=f"{assets}/favicon-32x32.png",
-            # No validator badge: it would send the document to a public service.
-            swagger_ui_parameters={"validatorUrl": None, "persistAuthorization": True},
-        )
+
+def docs(request: Request) -> HTMLResponse:
+    """Swagger UI on the app's OpenAPI document."""
+    app: FastAPI = request.app
+    return get_swagger_ui_html(
+        openapi_url=app.openapi_url or "/openapi.json",
+        title=f"{app.title} API",
+        swagger_js_url=f"{_ASSETS}/swagger-ui-bundle.js",
+        swagger_css_url=f"{_ASSETS}/swagger-ui.css",
+        swagger_favicon_url=f"{_ASSETS}/favicon-32x32.png",
+        # No validator badge: it would send the document to a public service.
+        swagger_ui_parameters={"validatorUrl": None, "persistAuthorization": True},
+    )
