@@ -267,12 +267,15 @@ class LiveCaptures:
         """
         if not 0 <= channel < len(call.reception):
             raise ValueError(f"no channel {channel} in a {len(call.reception)}-channel call")
-        reception, session, monotonic = call.reception[channel], call.session, self._monotonic
+        count, media, monotonic = (
+            call.reception[channel].receive,
+            call.session.media,
+            self._monotonic,
+        )
 
         def packet(ssrc: int, sequence: int, timestamp: int, payload: bytes) -> None:
-            reception.receive(ssrc, sequence)
-            if session.live:
-                session.media(channel, ssrc, timestamp, payload, monotonic())
+            count(ssrc, sequence)
+            media(channel, ssrc, timestamp, payload, monotonic())  # kept while capturing
 
         return packet
 

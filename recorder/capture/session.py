@@ -46,6 +46,7 @@ class EndCause(StrEnum):
 
 
 _LIVE = (CaptureState.AWAITING_CALLER_CONSENT, CaptureState.CAPTURING, CaptureState.PAUSED)
+_CAPTURING = CaptureState.CAPTURING
 
 
 class SessionClosed(ValueError):
@@ -112,7 +113,7 @@ class CaptureSession(Generic[T]):
         if not 0 <= channel < self.channels:
             raise ValueError(f"no channel {channel} in a {self.channels}-channel session")
         self._last_media = now
-        if self.state != CaptureState.CAPTURING:
+        if self.state is not _CAPTURING:  # awaiting the caller, paused, or over
             self.dropped += 1
             return
         try:

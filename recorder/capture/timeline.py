@@ -22,6 +22,7 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 _TS_MOD = 1 << 32
+_TS_HALF = _TS_MOD // 2
 
 
 @dataclass(slots=True)
@@ -53,34 +54,36 @@ class Timeline(Generic[T]):
     def _wall_slot(self, now: float) -> int:
         return round((now - self.start) * self.rate) // self.slot
 
-    def _extend(self, timestamp: int) -> int:
-        """A 32-bit RTP timestamp made monotonic across wrap-arounds (RFC 3550 §5.1)."""
-        if self._anchor is None:
-            return timestamp
-        delta = (timestamp - self._last_ts) % _TS_MOD
-        if delta >= _TS_MOD // 2:
-            delta -= _TS_MOD
-        return self._last_ts + delta
-
     def receive(self, ssrc: int, timestamp: int, slots: Sequence[T], now: float) -> None:
-        """Place a packet, already cut into slots, by its timestamp."""
-        arrival = max(self._wall_slot(now), self._next)
-        extended = self._extend(timestamp) if ssrc == self._ssrc else timestamp
-        if self._anchor is None or ssrc != self._ssrc:
-            self._anchor, self._ssrc = (extended, arrival), ssrc
-        first = self._anchor[1] + (extended - self._anchor[0]) // self.slot
-        if abs(first - arrival) * self.slot > self.resync_s * self.rate:
+        """Place a packet, already cut into slots, by its timestamp.
+
+        Runs for every packet of every call: locals rather than helpers.
+        """
+        slot = self.slot
+        arrival = max(round((now - self.start) * self.rate) // slot, self._next)
+        anchor = self._anchor
+        if anchor is not None and ssrc == self._ssrc:
+            # The 32-bit timestamp made monotonic across wrap-arounds (RFC 3550 §5.1).
+            delta = (timestamp - self._last_ts) % _TS_MOD
+            extended = self._last_ts + (delta - _TS_MOD if delta >= _TS_HALF else delta)
+        else:
+            extended = timestamp
+            anchor = self._anchor = (extended, arrival)
+            self._ssrc = ssrc
+        first = anchor[1] + (extended - anchor[0]) // slot
+        if abs(first - arrival) * slot > self.resync_s * self.rate:
             self.stats.resyncs += 1
             self._anchor, first = (extended, arrival), arrival
         self._last_ts = extended
         self.stats.received += 1
+        held, upcoming = self._slots, self._next
         for index, content in enumerate(slots, start=first):
-            if index < self._next:
+            if index < upcoming:
                 self.stats.late += 1
-            elif index in self._slots:
+            elif index in held:
                 self.stats.duplicates += 1
             else:
-                self._slots[index] = content
+                held[index] = content
 
     def reanchor(self) -> None:
         """Let the next packet anchor the channel afresh, wherever its timestamp points.

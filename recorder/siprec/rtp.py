@@ -24,7 +24,6 @@ import struct
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from recorder._exceptions import PortsExhausted
 from recorder.capture import PacketSink
@@ -195,9 +194,11 @@ class RtpReceiver:
     def _readable(self) -> None:
         # The socket is read here rather than through an asyncio transport, which reads
         # one datagram per wake-up into a fresh 256 KiB buffer: this one drains what is
-        # queued (up to a burst, so that no stream starves the others) into 8 KiB.
+        # queued (up to a burst, so that no stream starves the others) into 8 KiB. The
+        # hot path of every packet of every call: all of it inline, locals only.
         sock = self._socket
         assert sock is not None
+        sources, payload_types = self._sources, self._payload_types
         for _ in range(_BURST):
             try:
                 data, addr = sock.recvfrom(_DATAGRAM)
@@ -206,40 +207,31 @@ class RtpReceiver:
             except OSError as exc:  # an ICMP error queued on the socket, say: not a packet
                 log.debug("RTP port %s: %s", self.port, exc)
                 return
-            self.datagram_received(data, addr)
+            if (
+                (sources is not None and addr[0] not in sources)
+                or len(data) < 12
+                or data[1] & 0x7F not in payload_types
+            ):
+                self.dropped += 1
+                continue
+            if data[0] == _PLAIN and data[1] not in _RTCP:
+                _, _, sequence, timestamp, ssrc = _HEADER.unpack_from(data)
+                payload = data[12:]
+            else:
+                try:
+                    packet = parse_rtp(data)
+                except ValueError:
+                    self.dropped += 1
+                    continue
+                sequence, timestamp, ssrc = packet.sequence, packet.timestamp, packet.ssrc
+                payload = packet.payload
+            self.received += 1
+            self.on_packet(ssrc, sequence, timestamp, payload)
 
     def expect(self, *, source: str | None, payload_types: Iterable[int]) -> None:
         """Keep packets from ``source`` (an IP address; None: any) with these payload types."""
         self._sources = None if source is None else _addresses(source)
         self._payload_types = frozenset(payload_types)
-
-    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        # The hot path: two set lookups, then the plain header read in place.
-        sources = self._sources
-        if (
-            (sources is not None and addr[0] not in sources)
-            or len(data) < 12
-            or data[1] & 0x7F not in self._payload_types
-        ):
-            self.dropped += 1
-            return
-        if data[0] == _PLAIN and data[1] not in _RTCP:
-            _, _, sequence, timestamp, ssrc = _HEADER.unpack_from(data)
-            payload = data[12:]
-        else:
-            try:
-                packet = parse_rtp(data)
-            except ValueError:
-                self.dropped += 1
-                return
-            sequence, timestamp, ssrc, payload = (
-                packet.sequence,
-                packet.timestamp,
-                packet.ssrc,
-                packet.payload,
-            )
-        self.received += 1
-        self.on_packet(ssrc, sequence, timestamp, payload)
 
     def close(self) -> None:
         """Stop receiving and give the port back to the pool (once; again does nothing)."""
