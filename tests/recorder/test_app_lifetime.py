@@ -1,4 +1,5 @@
-"""A gateway's app and its backend are freed once dropped: nothing global keeps them.
+"""A gateway's app and its backend are freed once dropped: nothing global keeps them,
+and the garbage that exists when an app starts is not frozen with it.
 
 The test suite builds an app per test; each kept would hold its engine, S3 client and
 caches (the suite once ended with gigabytes of them).
@@ -41,3 +42,29 @@ def test_a_stopped_app_and_its_backend_are_freed(
     kept = _serve_once(s3_server, tmp_path, now)
     gc.collect()
     assert [ref() for ref in kept] == [None, None, None]
+
+
+class _Cycle:
+    """Garbage only the cyclic collector frees."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_garbage_is_not_frozen_with_the_app(
+    s3_server: EmbeddedS3, tmp_path: Path, now: datetime
+) -> None:
+    backend = StorageBackend(
+        backend_settings(s3_server, f"sqlite:///{tmp_path / 'callrec.db'}", tmp_path)
+    )
+    backend.start(now=now)
+    gc.disable()  # only the app's start may collect it
+    try:
+        garbage = _Cycle()
+        freed = weakref.ref(garbage)
+        del garbage
+        with TestClient(create_app(backend, clock=Clock(now))):
+            assert freed() is None
+    finally:
+        gc.enable()
+        backend.stop()
