@@ -18,6 +18,10 @@ from sqlalchemy.engine import Engine
 from storage.db import create_db_engine, migrate
 from storage.embedded_s3 import EmbeddedS3
 from storage.objectstore import ObjectStore
+from tests.rss_log import pytest_runtest_teardown, pytest_sessionstart
+
+# Hooks of the opt-in memory log (CALLREC_TEST_RSS_LOG), found here by pytest.
+__all__ = ["pytest_runtest_teardown", "pytest_sessionstart"]
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
