@@ -21,6 +21,13 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
+
+# Loaded here, while the suite is collected by one thread: loaded lazily by the first
+# load of a schema, these modules were compiled (pytest rewrites a plugin's modules)
+# while the app's threads ran, and CPython 3.11 keeps the compiler's recursion depth
+# per process, not per thread: a compile racing another one raised "SystemError: AST
+# constructor recursion depth mismatch".
+from schemathesis.specs.openapi import schemas as _loaded_with_the_suite  # noqa: F401
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
